@@ -1,0 +1,13 @@
+//! Messages that the `confidence_resolver` crate does not define, generated from `proto/`:
+//! the guest ABI's envelope and control messages (WIRE.md §2, at the crate root) and the CDN
+//! payload (`admin::ClientResolverState`, WIRE.md §6.1). Shared by the guest, the host and
+//! the state builder, so every side agrees on one definition.
+
+#![allow(clippy::all)]
+
+include!(concat!(env!("OUT_DIR"), "/confidence.wasm.rs"));
+
+/// `confidence.flags.admin.v1` messages outside the crate.
+pub mod admin {
+    include!(concat!(env!("OUT_DIR"), "/confidence.flags.admin.v1.rs"));
+}

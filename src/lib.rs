@@ -1,6 +1,9 @@
 //! The Node addon: the only JS boundary. Rust errors become JS errors here and nowhere else.
 
+pub mod crypto;
+pub mod engine;
 pub mod guest;
+pub mod state_sync;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;

@@ -1,0 +1,83 @@
+//! The resolver behind one small trait, so sync, upload and the JS surface never care whether
+//! flags are resolved by a wasm guest (`wasm.rs`) or by the crate linked in directly.
+
+pub mod wasm;
+
+use confidence_proto::SetResolverStateRequest;
+use confidence_resolver::proto::confidence::flags::resolver::v1::{
+    ApplyFlagsRequest, ResolveProcessRequest, ResolveProcessResponse,
+};
+
+use crate::guest::GuestError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No state has been loaded yet: evaluations answer PROVIDER_NOT_READY.
+    #[error("no resolver state loaded yet")]
+    NotReady,
+    /// The resolver refused the input (unknown secret, bad continuation, ...).
+    #[error("{0}")]
+    Resolver(String),
+    /// The guest trapped, timed out or broke the ABI; its instance has been replaced.
+    #[error("resolver instance failed and was replaced: {0}")]
+    Crashed(String),
+    /// A new instance could not be created (module or memory limits).
+    #[error("cannot create a resolver instance: {0}")]
+    Instance(String),
+}
+
+impl From<GuestError> for EngineError {
+    fn from(e: GuestError) -> Self {
+        match e {
+            GuestError::Resolver(m) if m == "Resolver state not set" => EngineError::NotReady,
+            GuestError::Resolver(m) => EngineError::Resolver(m),
+            e if e.poisons_instance() => EngineError::Crashed(e.to_string()),
+            e => EngineError::Instance(e.to_string()),
+        }
+    }
+}
+
+/// What an engine reports about itself, merged into the host's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineMetrics {
+    pub instances: usize,
+    /// Sum of all instances' linear memory.
+    pub guest_memory_bytes: u64,
+    pub state_loads: u64,
+    pub traps: u64,
+    pub recycles: u64,
+    /// Serialized log batches waiting in the engine (salvaged from retired instances).
+    pub pending_log_batches: usize,
+}
+
+/// A flag resolver. Implementations are shared across threads: evaluations may run on the JS
+/// thread while state loads and flushes run on background threads.
+pub trait Engine: Send + Sync {
+    /// Installs a new state. Evaluations keep using the previous one until this returns; a
+    /// state the resolver rejects is an error and changes nothing.
+    fn load_state(&self, request: &SetResolverStateRequest) -> Result<(), EngineError>;
+
+    fn resolve(&self, request: &ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError>;
+
+    /// Records exposure for an earlier `apply = false` resolve.
+    fn apply(&self, request: &ApplyFlagsRequest) -> Result<(), EngineError>;
+
+    /// Telemetry: one evaluation's outcome and latency. Best effort.
+    fn register_resolve(&self, reason: i32, latency_us: u32);
+
+    /// Drains everything that is due: resolve logs, telemetry and exposures (bounded to
+    /// ~4 MiB of exposures per batch). Each item is one serialized `WriteFlagLogsRequest`,
+    /// to be uploaded as one request; empty batches are left out.
+    fn flush_logs(&self) -> Vec<Vec<u8>>;
+
+    /// Drains only exposures, and only once a full ~4 MiB batch is waiting.
+    fn flush_assign(&self) -> Vec<Vec<u8>>;
+
+    /// Off the evaluation path: replaces instances that grew past their memory bound.
+    fn maintain(&self);
+
+    fn metrics(&self) -> EngineMetrics;
+
+    /// The resolver's own Prometheus text (latency histogram, resolves by reason, memory).
+    fn prometheus(&self, instance: &str) -> String;
+}

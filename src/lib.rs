@@ -3,6 +3,8 @@
 pub mod crypto;
 pub mod engine;
 pub mod guest;
+pub mod log_upload;
+pub mod resolver_host;
 pub mod state_sync;
 
 use napi::bindgen_prelude::*;

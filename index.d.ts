@@ -9,11 +9,96 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * One provider's native half: a resolver engine kept fresh from the CDN and flushing its
+ * logs to Confidence in the background. Evaluations are synchronous and never wait on I/O.
+ */
+export declare class NativeResolver {
+  /**
+   * Construction errors (bad options, a module that is not a resolver) throw with code
+   * `InvalidArg`: napi's constructors only carry its own status codes.
+   */
+  constructor(options: NativeOptions)
+  /**
+   * Starts background sync and flushing; resolves once a state is in force, rejects with
+   * the last failure after `timeoutMs` (the host keeps retrying either way).
+   */
+  initialize(timeoutMs: number): Promise<void>
+  /**
+   * Resolves `flags` (`flags/<name>`; empty = all of the client's) for a context given as
+   * JSON. Synchronous: a resolve takes microseconds and touches no network.
+   */
+  resolve(flags: Array<string>, contextJson: string, apply: boolean): NativeResolveResult
+  /** Records the exposure of `flag` from an earlier `apply = false` resolve. */
+  applyFlag(resolveToken: Buffer, flag: string): void
+  /** Uploads everything logged so far; resolves with the number of batches sent. */
+  flush(): Promise<number>
+  /**
+   * Stops background work, then a final flush bounded by `timeoutMs`. After it resolves
+   * nothing of this resolver keeps the process alive.
+   */
+  close(timeoutMs: number): Promise<void>
+  status(): NativeStatus
+}
+
+/** Options of the native resolver; the TypeScript provider validates and documents them. */
+export interface NativeOptions {
+  flagClientSecret: string
+  /** The resolver module to run (the package passes its bundled guest by default). */
+  wasmPath: string
+  /** 64 hex characters: fetch the encrypted state and decrypt it. */
+  encryptionKey?: string
+  cdnBaseUrl?: string
+  apiBaseUrl?: string
+  stateUpdateIntervalMs?: number
+  flushIntervalMs?: number
+  /** A `ClientResolverState` as the CDN serves it (encrypted when a key is given). */
+  initialState?: Buffer
+  offline?: boolean
+  enableApplyDedup?: boolean
+  disableExposureCollection?: boolean
+  sdkVersion?: string
+}
+
+/** One resolved flag, in the resolver's own terms. */
+export interface NativeResolvedFlag {
+  /** `flags/<name>`. */
+  flag: string
+  /** `flags/<name>/variants/<variant>`, empty when no variant was assigned. */
+  variant: string
+  /** Confidence's reason name, e.g. `RESOLVE_REASON_MATCH`. */
+  reason: string
+  /** The variant's value as JSON, absent when no variant was assigned. */
+  valueJson?: string
+  shouldApply: boolean
+  assignmentOrigin: string
+}
+
+export interface NativeResolveResult {
+  resolveId: string
+  /** Pass back to `applyFlag` for `apply = false` resolves. */
+  resolveToken: Buffer
+  flags: Array<NativeResolvedFlag>
+}
+
+export interface NativeStatus {
+  ready: boolean
+  fetches: number
+  updates: number
+  failures: number
+  consecutiveFailures: number
+  /** Milliseconds since the epoch of the last successful fetch. */
+  lastSuccessMs?: number
+  etag?: string
+  lastError?: string
+  changedFlags: Array<string>
+}
+
 /** Version of the pinned `confidence_resolver` crate that defines our resolution semantics. */
 export declare function resolverCrateVersion(): string
 
 /**
- * Compiles and validates a resolver module: resolves when `wasm` has Confidence's guest ABI,
- * throws a readable error otherwise (not wasm, missing exports, unknown imports).
+ * Compiles and validates a resolver module: returns its exports when `wasm` has Confidence's
+ * guest ABI, throws a readable error otherwise (not wasm, missing exports, unknown imports).
  */
 export declare function validateResolverModule(wasm: Buffer): Array<string>

@@ -20,7 +20,7 @@ test('our guest passes module validation with every export of the ABI', () => {
 
 test('a file that is not wasm is a readable error, not a crash', () => {
   assert.throws(() => addon.validateResolverModule(Buffer.from('#!/bin/sh\necho not wasm\n')), (e) => {
-    assert.equal(e.code, 'InvalidArg');
+    assert.equal(e.code, 'INVALID_MODULE');
     assert.match(e.message, /not a usable wasm module/);
     return true;
   });

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm test`: the Rust suites (release profile, so they reuse the addon's wasmtime build),
 // then Node's built-in runner over __test__/.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,4 +13,9 @@ const run = (cmd, args) => {
 };
 
 run('cargo', ['test', '--release', '--workspace']);
+// The loopback fake Confidence the Node suites drive (fake_confidence/, one implementation
+// for Rust and Node tests).
+run('cargo', ['build', '--release', '-p', 'fake-confidence']);
+const triple = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)[1];
+process.env.FAKE_CONFIDENCE_BIN = join(root, 'target', triple, 'release', 'fake-confidence');
 run(process.execPath, ['--test', '--test-reporter=spec', join(root, '__test__')]);

@@ -1,5 +1,7 @@
-//! The Node addon: the only JS boundary. Rust errors become JS errors here and nowhere else.
+//! The Node addon. This file is the only JS boundary: Rust errors become JS errors here, each
+//! with a stable `code`, and nowhere else.
 
+pub mod context;
 pub mod crypto;
 pub mod engine;
 pub mod guest;
@@ -7,8 +9,24 @@ pub mod log_upload;
 pub mod resolver_host;
 pub mod state_sync;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use confidence_resolver::proto::confidence::flags::resolver::v1::{
+    AppliedFlag, ApplyFlagsRequest, ResolveFlagsRequest, ResolveProcessRequest, ResolveReason,
+};
+use confidence_resolver::proto::google::Timestamp;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use sha2::{Digest, Sha256};
+
+use engine::wasm::{WasmEngine, WasmEngineConfig};
+use engine::{Engine, EngineError};
+use guest::GuestModule;
+use log_upload::UploadConfig;
+use resolver_host::{HostConfig, HostError, ResolverHost};
+use state_sync::SyncConfig;
 
 /// Version of the pinned `confidence_resolver` crate that defines our resolution semantics.
 #[napi]
@@ -16,10 +34,292 @@ pub fn resolver_crate_version() -> &'static str {
     "0.26.1"
 }
 
-/// Compiles and validates a resolver module: resolves when `wasm` has Confidence's guest ABI,
-/// throws a readable error otherwise (not wasm, missing exports, unknown imports).
+/// Stable error codes JS can branch on (`err.code`).
+#[derive(Clone, Copy, Debug)]
+pub enum Code {
+    InvalidOption,
+    InvalidModule,
+    NotReady,
+    Resolver,
+    Crashed,
+    Timeout,
+    Upload,
+}
+
+impl AsRef<str> for Code {
+    fn as_ref(&self) -> &str {
+        match self {
+            Code::InvalidOption => "INVALID_OPTION",
+            Code::InvalidModule => "INVALID_MODULE",
+            Code::NotReady => "NOT_READY",
+            Code::Resolver => "RESOLVER_ERROR",
+            Code::Crashed => "RESOLVER_CRASHED",
+            Code::Timeout => "TIMEOUT",
+            Code::Upload => "UPLOAD_FAILED",
+        }
+    }
+}
+
+/// The macro recognises fallible returns by the name `Result`.
+type Result<T> = std::result::Result<T, Error<Code>>;
+
+fn err(code: Code, e: impl std::fmt::Display) -> Error<Code> {
+    Error::new(code, e.to_string())
+}
+
+/// Promises can only reject with napi's own statuses, so async methods carry the code at the
+/// start of the message: `"NOT_READY: no resolver state after 30s"`.
+fn rejection(e: Error<Code>) -> napi::Error {
+    napi::Error::from_reason(format!("{}: {}", e.status.as_ref(), e.reason))
+}
+
+impl From<EngineError> for Error<Code> {
+    fn from(e: EngineError) -> Self {
+        let code = match e {
+            EngineError::NotReady => Code::NotReady,
+            EngineError::Resolver(_) => Code::Resolver,
+            EngineError::Crashed(_) => Code::Crashed,
+            EngineError::Instance(_) => Code::InvalidModule,
+        };
+        err(code, e)
+    }
+}
+
+impl From<HostError> for Error<Code> {
+    fn from(e: HostError) -> Self {
+        let code = match e {
+            HostError::Config(_) | HostError::InitialState(_) => Code::InvalidOption,
+            HostError::NotReady(_) => Code::NotReady,
+            HostError::Engine(_) => Code::Crashed,
+        };
+        err(code, e)
+    }
+}
+
+/// Compiles a module once per process per distinct content (compiling takes ~1 s).
+fn module_for(path: &str) -> Result<GuestModule> {
+    static CACHE: Mutex<Option<HashMap<[u8; 32], GuestModule>>> = Mutex::new(None);
+    let bytes = std::fs::read(path).map_err(|e| err(Code::InvalidModule, format!("cannot read {path}: {e}")))?;
+    let key: [u8; 32] = Sha256::digest(&bytes).into();
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(m) = cache.get(&key) {
+        return Ok(m.clone());
+    }
+    let module = GuestModule::new(&bytes).map_err(|e| err(Code::InvalidModule, format!("{path}: {e}")))?;
+    cache.insert(key, module.clone());
+    Ok(module)
+}
+
+/// Compiles and validates a resolver module: returns its exports when `wasm` has Confidence's
+/// guest ABI, throws a readable error otherwise (not wasm, missing exports, unknown imports).
 #[napi]
 pub fn validate_resolver_module(wasm: Buffer) -> Result<Vec<String>> {
-    let module = guest::GuestModule::new(&wasm).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+    let module = GuestModule::new(&wasm).map_err(|e| err(Code::InvalidModule, e))?;
     Ok(guest::Export::ALL.into_iter().filter(|e| module.has_export(*e)).map(|e| e.name().to_string()).collect())
+}
+
+/// Options of the native resolver; the TypeScript provider validates and documents them.
+#[napi(object)]
+pub struct NativeOptions {
+    pub flag_client_secret: String,
+    /// The resolver module to run (the package passes its bundled guest by default).
+    pub wasm_path: String,
+    /// 64 hex characters: fetch the encrypted state and decrypt it.
+    pub encryption_key: Option<String>,
+    pub cdn_base_url: Option<String>,
+    pub api_base_url: Option<String>,
+    pub state_update_interval_ms: Option<u32>,
+    pub flush_interval_ms: Option<u32>,
+    /// A `ClientResolverState` as the CDN serves it (encrypted when a key is given).
+    pub initial_state: Option<Buffer>,
+    pub offline: Option<bool>,
+    pub enable_apply_dedup: Option<bool>,
+    pub disable_exposure_collection: Option<bool>,
+    pub sdk_version: Option<String>,
+}
+
+/// One resolved flag, in the resolver's own terms.
+#[napi(object)]
+pub struct NativeResolvedFlag {
+    /// `flags/<name>`.
+    pub flag: String,
+    /// `flags/<name>/variants/<variant>`, empty when no variant was assigned.
+    pub variant: String,
+    /// Confidence's reason name, e.g. `RESOLVE_REASON_MATCH`.
+    pub reason: String,
+    /// The variant's value as JSON, absent when no variant was assigned.
+    pub value_json: Option<String>,
+    pub should_apply: bool,
+    pub assignment_origin: String,
+}
+
+#[napi(object)]
+pub struct NativeResolveResult {
+    pub resolve_id: String,
+    /// Pass back to `applyFlag` for `apply = false` resolves.
+    pub resolve_token: Buffer,
+    pub flags: Vec<NativeResolvedFlag>,
+}
+
+#[napi(object)]
+pub struct NativeStatus {
+    pub ready: bool,
+    pub fetches: f64,
+    pub updates: f64,
+    pub failures: f64,
+    pub consecutive_failures: f64,
+    /// Milliseconds since the epoch of the last successful fetch.
+    pub last_success_ms: Option<f64>,
+    pub etag: Option<String>,
+    pub last_error: Option<String>,
+    pub changed_flags: Vec<String>,
+}
+
+/// One provider's native half: a resolver engine kept fresh from the CDN and flushing its
+/// logs to Confidence in the background. Evaluations are synchronous and never wait on I/O.
+#[napi]
+pub struct NativeResolver {
+    host: Arc<ResolverHost>,
+    secret: String,
+}
+
+fn millis(v: Option<u32>, default_ms: u64) -> Duration {
+    Duration::from_millis(v.map(u64::from).unwrap_or(default_ms))
+}
+
+#[napi]
+impl NativeResolver {
+    /// Construction errors (bad options, a module that is not a resolver) throw with code
+    /// `InvalidArg`: napi's constructors only carry its own status codes.
+    #[napi(constructor)]
+    pub fn new(options: NativeOptions) -> napi::Result<Self> {
+        Self::build(options).map_err(|e| napi::Error::new(Status::InvalidArg, e.reason.clone()))
+    }
+
+    fn build(options: NativeOptions) -> Result<Self> {
+        let module = module_for(&options.wasm_path)?;
+        let engine: Arc<dyn Engine> = Arc::new(WasmEngine::new(module, WasmEngineConfig::default())?);
+        let mut sync = SyncConfig::new(options.flag_client_secret.clone());
+        if let Some(url) = options.cdn_base_url {
+            sync.cdn_base_url = url;
+        }
+        if let Some(key) = options.encryption_key {
+            sync.encryption_key = Some(key.parse().map_err(|e| err(Code::InvalidOption, format!("encryptionKey: {e}")))?);
+        }
+        let mut upload = UploadConfig::new(options.flag_client_secret.clone());
+        if let Some(url) = options.api_base_url {
+            upload.api_base_url = url;
+        }
+        let config = HostConfig {
+            sync,
+            upload,
+            state_update_interval: millis(options.state_update_interval_ms, 30_000),
+            flush_interval: millis(options.flush_interval_ms, 10_000),
+            sdk_version: options.sdk_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+            enable_apply_dedup: options.enable_apply_dedup.unwrap_or(false),
+            disable_exposure_collection: options.disable_exposure_collection.unwrap_or(false),
+            offline: options.offline.unwrap_or(false),
+            initial_state: options.initial_state.map(|b| b.to_vec()),
+        };
+        let host = ResolverHost::new(engine, config)?;
+        Ok(NativeResolver { host: Arc::new(host), secret: options.flag_client_secret })
+    }
+
+    /// Starts background sync and flushing; resolves once a state is in force, rejects with
+    /// the last failure after `timeoutMs` (the host keeps retrying either way).
+    #[napi]
+    pub async fn initialize(&self, timeout_ms: u32) -> napi::Result<()> {
+        let host = self.host.clone();
+        host.start().map_err(|e| rejection(e.into()))?;
+        host.wait_ready(Duration::from_millis(u64::from(timeout_ms))).await.map_err(|e| rejection(e.into()))
+    }
+
+    /// Resolves `flags` (`flags/<name>`; empty = all of the client's) for a context given as
+    /// JSON. Synchronous: a resolve takes microseconds and touches no network.
+    #[napi(catch_unwind)]
+    pub fn resolve(&self, flags: Vec<String>, context_json: String, apply: bool) -> Result<NativeResolveResult> {
+        let context: serde_json::Value =
+            serde_json::from_str(&context_json).map_err(|e| err(Code::InvalidOption, format!("context: {e}")))?;
+        let request = ResolveFlagsRequest {
+            flags,
+            evaluation_context: Some(context::to_struct(&context)),
+            client_secret: self.secret.clone(),
+            apply,
+            sdk: None,
+        };
+        let response = self.host.engine().resolve(&ResolveProcessRequest::without_materializations(request))?;
+        let Some((resolved, _)) = response.into_resolved() else {
+            return Err(err(Code::Resolver, "the resolver asked for materializations without a store"));
+        };
+        let flags = resolved
+            .resolved_flags
+            .into_iter()
+            .map(|f| NativeResolvedFlag {
+                reason: ResolveReason::try_from(f.reason)
+                    .map(|r| r.as_str_name().to_string())
+                    .unwrap_or_else(|_| "RESOLVE_REASON_UNSPECIFIED".into()),
+                value_json: f.value.as_ref().map(|v| context::from_struct(v).to_string()),
+                flag: f.flag,
+                variant: f.variant,
+                should_apply: f.should_apply,
+                assignment_origin: f.assignment_origin,
+            })
+            .collect();
+        Ok(NativeResolveResult { resolve_id: resolved.resolve_id, resolve_token: resolved.resolve_token.into(), flags })
+    }
+
+    /// Records the exposure of `flag` from an earlier `apply = false` resolve.
+    #[napi(catch_unwind)]
+    pub fn apply_flag(&self, resolve_token: Buffer, flag: String) -> Result<()> {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 };
+        let request = ApplyFlagsRequest {
+            flags: vec![AppliedFlag { flag, apply_time: Some(now) }],
+            client_secret: self.secret.clone(),
+            resolve_token: resolve_token.to_vec(),
+            send_time: Some(now),
+            sdk: None,
+        };
+        Ok(self.host.engine().apply(&request)?)
+    }
+
+    /// Uploads everything logged so far; resolves with the number of batches sent.
+    #[napi]
+    pub async fn flush(&self) -> napi::Result<u32> {
+        let host = self.host.clone();
+        host.flush().await.map(|n| n as u32).map_err(|e| rejection(err(Code::Upload, e)))
+    }
+
+    /// Stops background work, then a final flush bounded by `timeoutMs`. After it resolves
+    /// nothing of this resolver keeps the process alive.
+    #[napi]
+    pub async fn close(&self, timeout_ms: u32) -> napi::Result<()> {
+        let host = self.host.clone();
+        host.close(Duration::from_millis(u64::from(timeout_ms))).await.map(|_| ()).map_err(|e| {
+            rejection(match e {
+                log_upload::UploadError::Timeout => err(Code::Timeout, "the final log flush did not finish in time"),
+                e => err(Code::Upload, e),
+            })
+        })
+    }
+
+    #[napi]
+    pub fn status(&self) -> NativeStatus {
+        let s = self.host.status().snapshot();
+        NativeStatus {
+            ready: self.host.status().has_state(),
+            fetches: s.fetches as f64,
+            updates: s.updates as f64,
+            failures: s.failures as f64,
+            consecutive_failures: s.consecutive_failures as f64,
+            last_success_ms: s
+                .last_success
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as f64),
+            etag: s.etag,
+            last_error: s.last_error,
+            changed_flags: s.changed_flags,
+        }
+    }
 }

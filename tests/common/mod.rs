@@ -13,8 +13,7 @@ use confidence_resolver::proto::confidence::flags::resolver::v1::{
     sdk, ResolveFlagsRequest, ResolveFlagsResponse, ResolveProcessRequest, ResolveProcessResponse, Sdk, SdkId,
     WriteFlagLogsRequest,
 };
-use confidence_resolver::proto::google::{value::Kind, Struct, Timestamp, Value};
-use prost_types::ListValue;
+use confidence_resolver::proto::google::{Struct, Timestamp};
 
 pub const FIXTURE_SECRET: &str = "mkjJruAATQWjeY7foFIWfVAcBWnci2YF";
 
@@ -111,46 +110,7 @@ pub fn flush_logs(g: &mut Guest) -> WriteFlagLogsRequest {
     g.call(Export::BoundedFlushLogs, None).expect("bounded flush")
 }
 
-// ---- JSON <-> google.protobuf.Struct -------------------------------------------------------
-
-pub fn to_value(j: &serde_json::Value) -> Value {
-    use serde_json::Value as J;
-    let kind = match j {
-        J::Null => Kind::NullValue(0),
-        J::Bool(b) => Kind::BoolValue(*b),
-        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
-        J::String(s) => Kind::StringValue(s.clone()),
-        J::Array(a) => Kind::ListValue(ListValue { values: a.iter().map(to_value).collect() }),
-        J::Object(_) => Kind::StructValue(to_struct(j)),
-    };
-    Value { kind: Some(kind) }
-}
-
-pub fn to_struct(j: &serde_json::Value) -> Struct {
-    let mut fields = BTreeMap::new();
-    if let serde_json::Value::Object(o) = j {
-        for (k, v) in o {
-            fields.insert(k.clone(), to_value(v));
-        }
-    }
-    Struct { fields }
-}
-
-pub fn from_value(v: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => J::Null,
-        Some(Kind::BoolValue(b)) => J::Bool(*b),
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map(J::Number).unwrap_or(J::Null),
-        Some(Kind::StringValue(s)) => J::String(s.clone()),
-        Some(Kind::ListValue(l)) => J::Array(l.values.iter().map(from_value).collect()),
-        Some(Kind::StructValue(s)) => from_struct(s),
-    }
-}
-
-pub fn from_struct(s: &Struct) -> serde_json::Value {
-    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), from_value(v))).collect())
-}
+pub use confidence_openfeature_provider::context::{from_struct, to_struct};
 
 /// Oracle cases (`../shared/fixtures/oracle/resolve_cases.jsonl`).
 pub fn oracle_cases() -> Vec<serde_json::Value> {

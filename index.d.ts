@@ -38,6 +38,11 @@ export declare class NativeResolver {
    * nothing of this resolver keeps the process alive.
    */
   close(timeoutMs: number): Promise<void>
+  /**
+   * Prometheus text: the host's counters (fetches, 304s, failures, swaps, uploads, dropped
+   * logs, traps, recycles, guest memory) and the resolver's own snapshot.
+   */
+  metrics(): string
   status(): NativeStatus
 }
 

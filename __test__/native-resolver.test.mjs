@@ -53,7 +53,25 @@ test('initializes from the (encrypted) loopback CDN and resolves synchronously',
   const status = r.status();
   assert.equal(status.ready, true);
   assert.equal(status.etag, '"v1"');
+  const metrics = r.metrics();
+  assert.match(metrics, /^confidence_state_updates_total 1$/m);
+  assert.match(metrics, /^confidence_guest_memory_bytes \d+$/m);
+  assert.match(metrics, /^confidence_resolver_instances 2$/m);
   await r.close(3000);
+});
+
+test('Confidence\'s released resolver runs behind the same class (CONFIDENCE_OFFICIAL_WASM)', async (t) => {
+  const official = process.env.CONFIDENCE_OFFICIAL_WASM;
+  if (!official) return t.skip('CONFIDENCE_OFFICIAL_WASM is not set (node scripts/fetch-official-wasm.mjs)');
+  const ours = new NativeResolver(options({ offline: true, initialState: readFileSync(encryptedState) }));
+  const theirs = new NativeResolver(options({ offline: true, initialState: readFileSync(encryptedState), wasmPath: official }));
+  for (const ctx of [{ visitor_id: 'tutorial_visitor' }, { visitor_id: 'abc' }, { visitor_id: 12 }, { visitor_id: 1.5 }, {}]) {
+    const strip = (r) => r.flags.map(({ flag, variant, reason, valueJson, shouldApply }) => ({ flag, variant, reason, valueJson, shouldApply })).sort((a, b) => a.flag.localeCompare(b.flag));
+    const json = JSON.stringify(ctx);
+    assert.deepEqual(strip(ours.resolve([], json, true)), strip(theirs.resolve([], json, true)), json);
+  }
+  await ours.close(100);
+  await theirs.close(100);
 });
 
 test('every upload reaches the server by close(), with the protocol headers', async () => {

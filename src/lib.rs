@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod engine;
 pub mod guest;
 pub mod log_upload;
+pub mod metrics;
 pub mod resolver_host;
 pub mod state_sync;
 
@@ -205,7 +206,8 @@ impl NativeResolver {
             sync.cdn_base_url = url;
         }
         if let Some(key) = options.encryption_key {
-            sync.encryption_key = Some(key.parse().map_err(|e| err(Code::InvalidOption, format!("encryptionKey: {e}")))?);
+            sync.encryption_key =
+                Some(key.parse().map_err(|e| err(Code::InvalidOption, format!("encryptionKey: {e}")))?);
         }
         let mut upload = UploadConfig::new(options.flag_client_secret.clone());
         if let Some(url) = options.api_base_url {
@@ -302,6 +304,19 @@ impl NativeResolver {
                 e => err(Code::Upload, e),
             })
         })
+    }
+
+    /// Prometheus text: the host's counters (fetches, 304s, failures, swaps, uploads, dropped
+    /// logs, traps, recycles, guest memory) and the resolver's own snapshot.
+    #[napi(catch_unwind)]
+    pub fn metrics(&self) -> String {
+        let engine = self.host.engine();
+        metrics::render(
+            &self.host.status().snapshot(),
+            &self.host.uploader().stats,
+            &engine.metrics(),
+            &engine.prometheus("confidence"),
+        )
     }
 
     #[napi]

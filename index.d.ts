@@ -31,6 +31,11 @@ export declare class NativeResolver {
   resolve(flags: Array<string>, contextJson: string, apply: boolean): NativeResolveResult
   /** Records the exposure of `flag` from an earlier `apply = false` resolve. */
   applyFlag(resolveToken: Buffer, flag: string): void
+  /**
+   * Telemetry for one evaluation: its outcome (a `ResolveReason` number, HOST.md §D.7) and
+   * latency. Best effort: never throws.
+   */
+  registerResolve(reason: number, latencyUs: number): void
   /** Uploads everything logged so far; resolves with the number of batches sent. */
   flush(): Promise<number>
   /**

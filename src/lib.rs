@@ -5,6 +5,7 @@ pub mod context;
 pub mod crypto;
 pub mod engine;
 pub mod guest;
+pub mod http;
 pub mod log_upload;
 pub mod metrics;
 pub mod resolver_host;
@@ -284,6 +285,13 @@ impl NativeResolver {
             sdk: None,
         };
         Ok(self.host.engine().apply(&request)?)
+    }
+
+    /// Telemetry for one evaluation: its outcome (a `ResolveReason` number, HOST.md §D.7) and
+    /// latency. Best effort: never throws.
+    #[napi(catch_unwind)]
+    pub fn register_resolve(&self, reason: i32, latency_us: u32) {
+        self.host.engine().register_resolve(reason, latency_us);
     }
 
     /// Uploads everything logged so far; resolves with the number of batches sent.

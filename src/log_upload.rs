@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
-use crate::state_sync::{parse_retry_after, Backoff};
+use crate::http::{error_chain, parse_retry_after, Backoff};
 
 pub const DEFAULT_API_BASE_URL: &str = "https://resolver.confidence.dev";
 pub const DEFAULT_CLOUDFLARE_BASE_URL: &str = "https://epx-flags-logs.experimentation-platform.workers.dev";
@@ -266,22 +266,9 @@ impl LogUploader {
                 (Err(UploadError::Http(resp.status().as_u16())), hint)
             }
             Err(e) if e.is_timeout() => (Err(UploadError::Timeout), None),
-            Err(e) => (Err(UploadError::Network(without_url(&e))), None),
+            Err(e) => (Err(UploadError::Network(error_chain(&e.without_url()))), None),
         }
     }
-}
-
-/// reqwest's message with its causes (connection refused, reset, ...), which its `Display`
-/// leaves out.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

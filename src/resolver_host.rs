@@ -12,8 +12,9 @@ use confidence_resolver::proto::confidence::flags::resolver::v1::{sdk, Sdk, SdkI
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::crypto::{decrypt_state, install_tls_provider, StateKey};
+use crate::crypto::{decrypt_state, StateKey};
 use crate::engine::{Engine, EngineError};
+use crate::http;
 use crate::log_upload::{LogUploader, UploadConfig, UploadError};
 use crate::state_sync::{run_sync_loop, FirstStateError, StateFetcher, StateSink, StateUpdate, SyncConfig, SyncStatus};
 
@@ -106,9 +107,10 @@ impl ResolverHost {
     /// Validates the configuration and loads `initial_state` when given, so a host can answer
     /// before (or without) any network.
     pub fn new(engine: Arc<dyn Engine>, config: HostConfig) -> Result<Self, HostError> {
-        install_tls_provider();
         config.sync.state_url().map_err(|e| HostError::Config(e.to_string()))?;
-        let client = reqwest::Client::builder().build().map_err(|e| HostError::Config(e.to_string()))?;
+        let api = reqwest::Url::parse(&config.upload.api_base_url)
+            .map_err(|e| HostError::Config(format!("invalid API base URL: {e}")))?;
+        let client = http::client(&api, config.sync.connect_timeout).map_err(HostError::Config)?;
         let uploader =
             Arc::new(LogUploader::new(client, config.upload.clone()).map_err(|e| HostError::Config(e.to_string()))?);
         let sink = Arc::new(EngineSink {

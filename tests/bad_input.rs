@@ -9,7 +9,6 @@ use confidence_resolver::proto::confidence::flags::resolver::v1::{
     AppliedFlag, ApplyFlagsRequest, ResolveProcessRequest, ResolveReason,
 };
 use confidence_resolver::proto::google::{value::Kind, Struct, Value};
-use proptest::prelude::*;
 use prost::Message;
 use serde_json::json;
 
@@ -170,29 +169,51 @@ fn resume_with_a_garbage_continuation_is_an_error() {
     still_serving(&mut g);
 }
 
-proptest! {
-    // Bounded so `npm test` stays quick: each case is one or two guest calls.
-    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn random_bytes_never_trap_any_export(bytes in proptest::collection::vec(any::<u8>(), 0..512), which in 0usize..9, framed in any::<bool>()) {
-        thread_local!(static G: std::cell::RefCell<Option<Guest>> = const { std::cell::RefCell::new(None) });
-        G.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let g = slot.get_or_insert_with(|| fixture_guest(ours()));
-            let export = Export::ALL[which];
-            let payload = if framed { Request { data: bytes.clone() }.encode_to_vec() } else { bytes.clone() };
-            let r = g.call_raw(export, Some(&payload));
-            prop_assert!(!matches!(&r, Err(e) if e.poisons_instance()), "{}: {:?}", export.name(), r);
-            still_serving(g);
-            Ok(())
-        })?;
+/// Property: no byte string, sent to any export framed or not, traps the guest. Seeded
+/// random cases (reproducible: the failing seed and case are in the message), bounded so
+/// `npm test` stays quick; a plain loop instead of a property-testing crate, whose
+/// dependencies would change wasmtime's features under test and rebuild it.
+#[test]
+fn random_bytes_never_trap_any_export() {
+    let mut rng = Rng(0x5eed_0001);
+    let mut g = fixture_guest(ours());
+    for case in 0..400 {
+        let len = rng.below(512) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let export = *rng.pick(&Export::ALL);
+        let payload = if rng.chance(50) { Request { data: bytes }.encode_to_vec() } else { bytes };
+        let r = g.call_raw(export, Some(&payload));
+        assert!(!matches!(&r, Err(e) if e.poisons_instance()), "case {case}: {}: {r:?} on {payload:?}", export.name());
+        still_serving(&mut g);
     }
+}
 
-    #[test]
-    fn random_states_never_trap(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let mut g = fixture_guest(ours());
+/// Property: no byte string offered as a state traps the guest or replaces the good state.
+#[test]
+fn random_states_never_trap() {
+    let mut rng = Rng(0x5eed_0002);
+    let mut g = fixture_guest(ours());
+    let good = fixture_state();
+    for case in 0..300 {
+        let bytes: Vec<u8> = if rng.chance(50) {
+            (0..rng.below(2048)).map(|_| rng.next() as u8).collect()
+        } else {
+            // Mutations of the real state reach deeper than pure noise.
+            let mut b = good[..rng.below(good.len() as u64) as usize].to_vec();
+            for _ in 0..8 {
+                if !b.is_empty() {
+                    let i = rng.below(b.len() as u64) as usize;
+                    b[i] = rng.next() as u8;
+                }
+            }
+            b
+        };
         let r = set_state(&mut g, bytes);
-        prop_assert!(!matches!(&r, Err(e) if e.poisons_instance()), "{:?}", r);
+        assert!(!matches!(&r, Err(e) if e.poisons_instance()), "case {case}: {r:?}");
+        if r.is_ok() {
+            // A mutation that still decodes is a different, valid state: put the good one back.
+            set_state(&mut g, good.clone()).unwrap();
+        }
+        still_serving(&mut g);
     }
 }

@@ -142,27 +142,44 @@ fn a_trap_replaces_the_instance_salvages_its_logs_and_keeps_serving() {
     assert_eq!(exposures(&e.flush_logs()), 11, "10 salvaged from the broken instance + 1 after");
 }
 
-/// A module with the ABI whose exports misbehave: resolve loops forever, apply traps.
+/// A module with the ABI whose exports misbehave: resolve loops forever, apply and full
+/// flushes trap. Assembled (Binaryen's `wasm-as`) from this text, kept as bytes so the tests
+/// need no WAT parser (a `wat` dev-dependency would change wasmtime's features under test and
+/// rebuild it):
+///
+/// ```text
+/// (module
+///   (import "wasm_msg" "wasm_msg_host_current_time" (func $time (param i32) (result i32)))
+///   (memory (export "memory") 1)
+///   (data (i32.const 100) "\04\00\00\00")          ;; an empty Response at 104
+///   (func (export "wasm_msg_alloc") (param i32) (result i32) i32.const 1024)
+///   (func (export "wasm_msg_free") (param i32))
+///   (func $ok (param i32) (result i32) i32.const 104)
+///   (func $spin (param i32) (result i32) (loop $l (br $l)) i32.const 0)
+///   (func $trap (param i32) (result i32) unreachable)
+///   (export "wasm_msg_guest_set_resolver_state" (func $ok))
+///   (export "wasm_msg_guest_resolve_flags" (func $spin))
+///   (export "wasm_msg_guest_apply_flags" (func $trap))
+///   (export "wasm_msg_guest_register_resolve" (func $ok))
+///   (export "wasm_msg_guest_bounded_flush_logs" (func $trap))
+///   (export "wasm_msg_guest_bounded_flush_assign" (func $ok))
+///   (export "wasm_msg_guest_prometheus_snapshot" (func $ok)))
+/// ```
+const HOSTILE_WASM_HEX: &str = concat!(
+    "0061736d01000000010a0260017f017f60017f00022701087761736d5f6d73671a7761736d5f6d73675f686f73745f63",
+    "757272656e745f74696d65000003060500010000000503010001079c020a066d656d6f727902000e7761736d5f6d7367",
+    "5f616c6c6f6300010d7761736d5f6d73675f667265650002217761736d5f6d73675f67756573745f7365745f7265736f",
+    "6c7665725f737461746500031c7761736d5f6d73675f67756573745f7265736f6c76655f666c61677300041a7761736d",
+    "5f6d73675f67756573745f6170706c795f666c61677300051f7761736d5f6d73675f67756573745f7265676973746572",
+    "5f7265736f6c76650003217761736d5f6d73675f67756573745f626f756e6465645f666c7573685f6c6f677300052377",
+    "61736d5f6d73675f67756573745f626f756e6465645f666c7573685f61737369676e0003227761736d5f6d73675f6775",
+    "6573745f70726f6d6574686575735f736e617073686f7400030a1d0505004180080b02000b050041e8000b080003400c",
+    "000b000b0300000b0b0b010041e4000b0404000000",
+);
+
 fn hostile_module() -> GuestModule {
-    let wat = r#"
-      (module
-        (import "wasm_msg" "wasm_msg_host_current_time" (func (param i32) (result i32)))
-        (memory (export "memory") 1)
-        ;; an empty Response at 104 (header at 100 = total size 4)
-        (data (i32.const 100) "\04\00\00\00")
-        (func (export "wasm_msg_alloc") (param i32) (result i32) i32.const 1024)
-        (func (export "wasm_msg_free") (param i32))
-        (func $ok (param i32) (result i32) i32.const 104)
-        (func $spin (param i32) (result i32) (loop $l (br $l)) i32.const 0)
-        (func $trap (param i32) (result i32) unreachable)
-        (export "wasm_msg_guest_set_resolver_state" (func $ok))
-        (export "wasm_msg_guest_resolve_flags" (func $spin))
-        (export "wasm_msg_guest_apply_flags" (func $trap))
-        (export "wasm_msg_guest_register_resolve" (func $ok))
-        (export "wasm_msg_guest_bounded_flush_logs" (func $trap))
-        (export "wasm_msg_guest_bounded_flush_assign" (func $ok))
-        (export "wasm_msg_guest_prometheus_snapshot" (func $ok)))"#;
-    GuestModule::new(&wat::parse_str(wat).unwrap()).expect("the hostile module has the ABI")
+    let bytes = hex::decode(HOSTILE_WASM_HEX).expect("hex");
+    GuestModule::new(&bytes).expect("the hostile module has the ABI")
 }
 
 #[test]

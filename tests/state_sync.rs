@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use confidence_openfeature_provider::crypto::{decrypt_state, encrypt_state, state_path, CryptoError, StateKey};
+use confidence_openfeature_provider::http::{parse_retry_after, Backoff, Jitter};
 use confidence_openfeature_provider::state_sync::{
-    parse_retry_after, run_sync_loop, spawn_sync_loop, Backoff, ConfigError, Fetched, FirstStateError, Jitter,
-    StateFetcher, StateSink, StateUpdate, SyncConfig, SyncError, SyncStatus, DEFAULT_CDN_BASE_URL,
+    run_sync_loop, spawn_sync_loop, ConfigError, Fetched, FirstStateError, StateFetcher, StateSink, StateUpdate,
+    SyncConfig, SyncError, SyncStatus, DEFAULT_CDN_BASE_URL,
 };
 use confidence_proto::admin::ClientResolverState;
 use confidence_resolver::proto::confidence::flags::admin::v1::ResolverState;

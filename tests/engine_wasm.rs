@@ -221,6 +221,21 @@ fn instances_past_the_memory_bound_are_recycled_off_the_evaluation_path() {
 }
 
 #[test]
+fn one_flush_drains_a_burst_larger_than_one_batch() {
+    let e = engine(WasmEngineConfig { pool_size: 1, ..WasmEngineConfig::default() });
+    e.load_state(&set_state_request(fixture_state(), &fixture_account())).unwrap();
+    let n = 12_000;
+    for i in 0..n {
+        let req = request(FIXTURE_SECRET, &[], to_struct(&json!({ "visitor_id": format!("v{i}") })), true);
+        e.resolve(&ResolveProcessRequest::without_materializations(req)).unwrap();
+    }
+    let batches = e.flush_logs();
+    assert!(batches.len() >= 2, "more than one ~4 MiB batch");
+    assert_eq!(exposures(&batches), n);
+    assert!(e.flush_logs().is_empty());
+}
+
+#[test]
 fn a_thousand_swaps_leave_guest_memory_bounded() {
     let e = engine(WasmEngineConfig { clock: Clock::Fixed(ORACLE_TIME), ..WasmEngineConfig::default() });
     let (a, b) = (labelled_state("one"), labelled_state("two"));

@@ -28,8 +28,11 @@ use crate::guest::{Clock, Export, Guest, GuestError, GuestModule, Limits};
 pub const DEFAULT_RECYCLE_MEMORY_BYTES: u64 = 128 << 20;
 /// Instances per engine: one for evaluations while another is flushed.
 pub const DEFAULT_POOL_SIZE: usize = 2;
-/// Flushes per retired instance at most; each returns up to ~4 MiB of exposures.
+/// Flushes per instance and drain at most; each returns up to ~4 MiB of exposures.
 const MAX_DRAIN_ROUNDS: usize = 64;
+/// A flush answer this large means the guest stopped at its ~4 MiB batch bound and more may
+/// be waiting (RESOLVER-LOGS.md §4.6).
+const FULL_BATCH_BYTES: usize = 3 << 20;
 
 #[derive(Clone, Debug)]
 pub struct WasmEngineConfig {
@@ -211,16 +214,29 @@ impl WasmEngine {
         }
     }
 
+    /// Calls `export` on every instance, again while an instance answers with a (nearly)
+    /// full batch, so a burst larger than one batch leaves in one flush. Each call takes the
+    /// instance's lock on its own: evaluations wait at most one guest call.
     fn flush_each(&self, export: Export) -> Vec<Vec<u8>> {
         let mut out = std::mem::take(&mut *lock(&self.salvaged));
         for i in 0..self.slots.len() {
-            match self.with_slot(i, |g| g.call_raw(export, None)) {
-                Ok(bytes) => match WriteFlagLogsRequest::decode(bytes.as_slice()) {
-                    Ok(batch) if worth_uploading(&batch) => out.push(bytes),
-                    _ => {}
-                },
-                // A broken instance was replaced and drained into `salvaged`.
-                Err(_) => out.append(&mut lock(&self.salvaged)),
+            for _ in 0..MAX_DRAIN_ROUNDS {
+                match self.with_slot(i, |g| g.call_raw(export, None)) {
+                    Ok(bytes) => {
+                        let full = bytes.len() >= FULL_BATCH_BYTES;
+                        if WriteFlagLogsRequest::decode(bytes.as_slice()).is_ok_and(|b| worth_uploading(&b)) {
+                            out.push(bytes);
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    // A broken instance was replaced and drained into `salvaged`.
+                    Err(_) => {
+                        out.append(&mut lock(&self.salvaged));
+                        break;
+                    }
+                }
             }
         }
         out

@@ -5,19 +5,26 @@
 //   3. the addon          — napi build --platform --release (index.js, index.d.ts, *.node)
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const step = (title, cmd, args) => {
+const step = (title, cmd, args, env = {}) => {
   console.log(`\n> ${title}: ${cmd} ${args.join(' ')}`);
-  execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  execFileSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
 };
 const bin = (name) => join(root, 'node_modules', '.bin', name);
 
 step('setup', process.execPath, [join(root, 'scripts', 'setup.mjs')]);
 
-step('guest', 'cargo', ['build', '-p', 'confidence-guest', '--target', 'wasm32-unknown-unknown', '--profile', 'wasm']);
+// Paths baked into the guest (panic locations) are made relative, so the same sources give the
+// same bytes in any checkout. Only the wasm target gets these flags: host build scripts keep
+// theirs and stay shared with the addon build.
+const cargoHome = process.env.CARGO_HOME ?? join(homedir(), '.cargo');
+step('guest', 'cargo', ['build', '-p', 'confidence-guest', '--target', 'wasm32-unknown-unknown', '--profile', 'wasm'], {
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS: `--remap-path-prefix=${root}=. --remap-path-prefix=${cargoHome}=cargo`,
+});
 const built = join(root, 'target', 'wasm32-unknown-unknown', 'wasm', 'confidence_guest.wasm');
 const out = join(root, 'wasm', 'confidence_resolver.wasm');
 // Binaryen shaves ~20 % off; the features are the ones rustc enables for wasm32 by default.

@@ -9,7 +9,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use confidence_proto::{response, Request, Response};
+use confidence_proto::{response, Response};
 use confidence_resolver::proto::google::Timestamp;
 use prost::Message;
 use wasmtime::{
@@ -341,7 +341,7 @@ impl Guest {
         export: Export,
         request: Option<&dyn ErasedMessage>,
     ) -> Result<Resp, GuestError> {
-        let envelope = request.map(|r| Request { data: r.encode_erased() }.encode_to_vec());
+        let envelope = request.map(|r| r.encode_envelope());
         let data = self.call_raw(export, envelope.as_deref())?;
         Resp::decode(data.as_slice())
             .map_err(|e| GuestError::Abi { export: export.name(), reason: format!("undecodable response: {e}") })
@@ -417,13 +417,42 @@ fn trap(export: &'static str, e: wasmtime::Error) -> GuestError {
     }
 }
 
-/// Object-safe encoding, so `call` takes any request message without generics at call sites.
+/// Object-safe encoding straight into a `Request` envelope, so `call` takes any request
+/// message without generics at call sites, and the message is written once, not encoded and
+/// then copied into an envelope.
 pub trait ErasedMessage {
-    fn encode_erased(&self) -> Vec<u8>;
+    fn encode_envelope(&self) -> Vec<u8>;
 }
 
 impl<M: Message> ErasedMessage for M {
-    fn encode_erased(&self) -> Vec<u8> {
-        self.encode_to_vec()
+    fn encode_envelope(&self) -> Vec<u8> {
+        let len = self.encoded_len();
+        if len == 0 {
+            // `Request{data: ""}` is the empty message (HOST.md §A.2).
+            return Vec::new();
+        }
+        // `Request.data` is field 1, length-delimited: tag 0x0a, varint length, the bytes.
+        let mut out = Vec::with_capacity(1 + prost::length_delimiter_len(len) + len);
+        out.push(0x0a);
+        // Writing into a Vec cannot run out of space.
+        let _ = self.encode_length_delimited(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confidence_proto::{Request, Void};
+    use confidence_resolver::proto::confidence::flags::resolver::v1::RegisterResolveRequest;
+
+    #[test]
+    fn envelopes_match_the_abi_worked_bytes() {
+        // HOST.md §A.2: RegisterResolveRequest{MATCH, 250} and `Request{Void}`.
+        let r = RegisterResolveRequest { reason: 1, latency_us: 250 };
+        assert_eq!(r.encode_envelope(), [0x0a, 0x05, 0x08, 0x01, 0x10, 0xfa, 0x01]);
+        assert!(Void {}.encode_envelope().is_empty());
+        let big = Request { data: vec![7; 300] };
+        assert_eq!(big.encode_envelope(), Request { data: big.encode_to_vec() }.encode_to_vec());
     }
 }

@@ -4,10 +4,12 @@
 //! are dropped and counted: nothing is dropped silently.
 
 use std::collections::VecDeque;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
@@ -88,7 +90,7 @@ enum Destination {
 /// Batches waiting for upload, each with a sequence number so a flush can tell whether the
 /// batch it just sent is still at the front (the bound may have dropped it meanwhile).
 struct Backlog {
-    batches: VecDeque<(u64, Vec<u8>)>,
+    batches: VecDeque<(u64, Bytes)>,
     bytes: usize,
     next_id: u64,
 }
@@ -165,7 +167,7 @@ impl LogUploader {
             backlog.bytes += batch.len();
             let id = backlog.next_id;
             backlog.next_id += 1;
-            backlog.batches.push_back((id, batch));
+            backlog.batches.push_back((id, Bytes::from(batch)));
         }
         while backlog.bytes > self.config.backlog_bytes && backlog.batches.len() > 1 {
             if let Some((_, old)) = backlog.batches.pop_front() {
@@ -201,7 +203,7 @@ impl LogUploader {
     }
 
     /// One batch: each destination in priority order, each with retries.
-    async fn send(&self, batch: &[u8]) -> Result<(), UploadError> {
+    async fn send(&self, batch: &Bytes) -> Result<(), UploadError> {
         let (destinations, account) = {
             let route = lock(&self.route);
             (route.destinations.clone(), route.account.clone())
@@ -210,11 +212,11 @@ impl LogUploader {
         for destination in destinations {
             let (url, body) = match destination {
                 Destination::Edge => {
-                    (format!("{}{EDGE_PATH}", self.config.api_base_url.trim_end_matches('/')), batch.to_vec())
+                    (format!("{}{EDGE_PATH}", self.config.api_base_url.trim_end_matches('/')), batch.clone())
                 }
                 Destination::Cloudflare => (
                     format!("{}{CLOUDFLARE_PATH}", self.config.cloudflare_base_url.trim_end_matches('/')),
-                    ingest_body(&account, batch),
+                    Bytes::from(ingest_body(&account, batch)),
                 ),
             };
             match self.post_with_retries(&url, body).await {
@@ -225,7 +227,8 @@ impl LogUploader {
         Err(last)
     }
 
-    async fn post_with_retries(&self, url: &str, body: Vec<u8>) -> Result<(), UploadError> {
+    /// `body` is reference-counted: retries and destinations share one copy of the batch.
+    async fn post_with_retries(&self, url: &str, body: Bytes) -> Result<(), UploadError> {
         let mut backoff = Backoff::new(MAX_RETRY_DELAY);
         let mut attempt = 0;
         loop {
@@ -243,7 +246,7 @@ impl LogUploader {
         }
     }
 
-    async fn post(&self, url: &str, body: Vec<u8>) -> (Result<(), UploadError>, Option<Duration>) {
+    async fn post(&self, url: &str, body: Bytes) -> (Result<(), UploadError>, Option<Duration>) {
         let request = self
             .client
             .post(url)

@@ -93,7 +93,7 @@ pub struct ReceivedLog {
 impl ReceivedLog {
     /// First value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        http::header(&self.headers, name)
     }
 }
 

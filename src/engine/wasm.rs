@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use confidence_proto::{
-    InitThreadRequest, PrometheusSnapshotRequest, PrometheusSnapshotResponse, Request, SetResolverStateRequest, Void,
+    InitThreadRequest, PrometheusSnapshotRequest, PrometheusSnapshotResponse, SetResolverStateRequest, Void,
 };
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
     ApplyFlagsRequest, RegisterResolveRequest, ResolveProcessRequest, ResolveProcessResponse, WriteFlagLogsRequest,
@@ -22,7 +22,7 @@ use confidence_resolver::proto::confidence::flags::resolver::v1::{
 use prost::Message;
 
 use super::{Engine, EngineError, EngineMetrics};
-use crate::guest::{Clock, Export, Guest, GuestError, GuestModule, Limits};
+use crate::guest::{Clock, ErasedMessage, Export, Guest, GuestError, GuestModule, Limits};
 
 /// How far an instance's linear memory may grow before `maintain` replaces it.
 pub const DEFAULT_RECYCLE_MEMORY_BYTES: u64 = 128 << 20;
@@ -246,7 +246,7 @@ impl WasmEngine {
 impl Engine for WasmEngine {
     fn load_state(&self, request: &SetResolverStateRequest) -> Result<(), EngineError> {
         let _serial = lock(&self.maintenance);
-        let framed = Arc::new(Request { data: request.encode_to_vec() }.encode_to_vec());
+        let framed = Arc::new(request.encode_envelope());
         // Build every instance first: a rejected state fails here and changes nothing, and
         // the swaps below happen back to back.
         let mut fresh = Vec::with_capacity(self.slots.len());

@@ -26,9 +26,17 @@ export declare class NativeResolver {
   initialize(timeoutMs: number): Promise<void>
   /**
    * Resolves `flags` (`flags/<name>`; empty = all of the client's) for a context given as
-   * JSON. Synchronous: a resolve takes microseconds and touches no network.
+   * JSON. Synchronous: a resolve takes microseconds and touches no network. Flags that need
+   * a materialization store come back with reason `RESOLVE_REASON_MATERIALIZATION_NOT_SUPPORTED`.
    */
   resolve(flags: Array<string>, contextJson: string, apply: boolean): NativeResolveResult
+  /**
+   * Like `resolve`, for a provider with a materialization store: the answer, or the reads
+   * the resolver needs first (then `resume`).
+   */
+  resolveWithStore(flags: Array<string>, contextJson: string, apply: boolean): NativeResolveStep
+  /** Continues a suspended resolve with the records the store found (negatives omitted). */
+  resume(state: Buffer, found: Array<NativeMaterialization>): NativeResolveStep
   /** Records the exposure of `flag` from an earlier `apply = false` resolve. */
   applyFlag(resolveToken: Buffer, flag: string): void
   /**
@@ -48,7 +56,107 @@ export declare class NativeResolver {
    * logs, traps, recycles, guest memory) and the resolver's own snapshot.
    */
   metrics(): string
+  /**
+   * The flags changed by all state swaps since the previous call (sorted), or `null` when
+   * there was no swap. The provider polls it to emit CONFIGURATION_CHANGED.
+   */
+  takeChangedFlags(): Array<string> | null
+  /**
+   * Takes everything logged and not yet uploaded (serialized `WriteFlagLogsRequest`s)
+   * instead of uploading it: what an offline provider would have sent. For the test kit.
+   */
+  takeLogs(): Promise<Array<Buffer>>
   status(): NativeStatus
+}
+
+/**
+ * A resolver state from a JSON description of flags (camelCase keys), encoded as the CDN
+ * serves it unencrypted: pass it as `initialState` of an offline provider.
+ *
+ * ```text
+ * {
+ *   clientSecret?: string            // default "test-client-secret"
+ *   accountId?: string               // default "test-account"
+ *   flags?: { [name: string]: {      // name: lowercase letters, digits, '-' (a resource id)
+ *     variants?: { [id: string]: object }  // each variant's value (ids: like flag names)
+ *     schema?: { [field: string]: "boolean" | "string" | "integer" | "number" | "object" | "list" | {nested} }
+ *                                     // default: inferred from the variants (union of their fields)
+ *     rules?: Rule[]                  // first match wins; no match: the caller's default value
+ *     archived?: boolean              // archived flags are never resolved
+ *     description?: string
+ *   } }
+ * }
+ * Rule = {
+ *   name?: string                     // default "rule-<index>"
+ *   variant?: string                  // everyone matched gets this variant, or
+ *   split?: { [variant: string]: number }  // relative weights, bucketed by the targeting key
+ *   when?: Condition                  // default: everyone
+ *   rollout?: number                  // (0, 1]: share of units admitted (needs a targeting key)
+ *   targetingKey?: string             // context path of the unit, default "targeting_key"
+ *   sticky?: string                   // materialization keeping assignments sticky
+ * }
+ * Condition = { attribute: "a.b", equals: string | number | boolean }
+ *   | { attribute, in: [scalars of one type] }
+ *   | { attribute, gt?, gte?, lt?, lte?: number }
+ *   | { attribute, versionGt?, versionGte?, versionLt?, versionLte?: "1.2.3" }
+ *   | { attribute, after?, before?: "2026-01-01T00:00:00Z" }  // exclusive bounds
+ *   | { all: Condition[] } | { any: Condition[] } | { not: Condition }
+ * ```
+ *
+ * Conditions mean exactly what Confidence's resolver makes of them: a missing attribute matches
+ * no operator, and a numeric condition meeting a context string that is not a number fails the
+ * whole resolve.
+ *
+ * Invalid descriptions throw `INVALID_OPTION` with the path of the problem, e.g.
+ * `flags["new-ui"].rules[1].split: unknown variant "blue" (variants: off, on)`.
+ */
+export declare function buildTestState(descriptionJson: string): Buffer
+
+/**
+ * Decodes one uploaded log batch (a serialized `WriteFlagLogsRequest`) into JSON. Resource
+ * names stay as on the wire (`flags/<flag>`, `flags/<flag>/variants/<id>`, ...); optional
+ * (`?`) fields are left out when empty on the wire; aggregate lists are sorted by name.
+ *
+ * ```text
+ * {
+ *   flagAssigned: [{                  // exposures, in the order they were logged
+ *     resolveId: string
+ *     client?: string, clientCredential?: string
+ *     sdk?: { id?: string, customId?: string, version: string }
+ *     flags: [{
+ *       flag: string
+ *       variant?: string, segment?: string   // when a variant was assigned
+ *       reason?: string               // otherwise: NO_SEGMENT_MATCH, FLAG_ARCHIVED, ...
+ *       targetingKey: string, targetingKeySelector?: string
+ *       assignmentId?: string, rule?: string
+ *       applyTime?: string            // RFC 3339
+ *       fallthroughAssignments: [{ rule, assignmentId, targetingKey, targetingKeySelector? }]
+ *     }]
+ *   }]
+ *   flagResolveInfo: [{ flag, variants: [{ variant?, count }],
+ *                       rules: [{ rule, count, assignments: [{ assignmentId, count }] }] }]
+ *   clientResolveInfo: [{ client, clientCredential,
+ *                         schemas: [{ fields: { [path]: "STRING_KIND" | ... },
+ *                                     semanticTypes: { [path]: "country" | "date" | ... } }] }]
+ *   telemetry?: { resolverVersion, memoryBytes, sdk?, resolveLatency?: { count, sum },
+ *                 resolveRate: [{ reason, count }] }
+ * }
+ * ```
+ */
+export declare function decodeFlagLogs(batch: Buffer): string
+
+/** The demo's state (`npm run demo`), encoded like [`build_test_state`]'s. */
+export declare function demoState(): Buffer
+
+/**
+ * A materialization record (HOST.md §D.6): a read query, a read result or a write. `rule`
+ * empty = segment inclusion, else the variant `unit` got for that rule (`variant` empty = none).
+ */
+export interface NativeMaterialization {
+  unit: string
+  materialization: string
+  rule: string
+  variant: string
 }
 
 /** Options of the native resolver; the TypeScript provider validates and documents them. */
@@ -89,6 +197,14 @@ export interface NativeResolveResult {
   /** Pass back to `applyFlag` for `apply = false` resolves. */
   resolveToken: Buffer
   flags: Array<NativeResolvedFlag>
+  /** Sticky assignments to store (only from `resolveWithStore`/`resume`). */
+  materializationsToWrite: Array<NativeMaterialization>
+}
+
+/** One step of a resolve with a store: exactly one of the two is set. */
+export interface NativeResolveStep {
+  resolved?: NativeResolveResult
+  suspended?: NativeSuspended
 }
 
 export interface NativeStatus {
@@ -102,6 +218,15 @@ export interface NativeStatus {
   etag?: string
   lastError?: string
   changedFlags: Array<string>
+}
+
+/**
+ * A resolve paused for materialization-store reads: read `reads`, then call `resume` with
+ * `state` and the records found.
+ */
+export interface NativeSuspended {
+  reads: Array<NativeMaterialization>
+  state: Buffer
 }
 
 /** Version of the pinned `confidence_resolver` crate that defines our resolution semantics. */

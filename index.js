@@ -836,5 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeResolver = nativeBinding.NativeResolver
+module.exports.buildTestState = nativeBinding.buildTestState
+module.exports.decodeFlagLogs = nativeBinding.decodeFlagLogs
+module.exports.demoState = nativeBinding.demoState
 module.exports.resolverCrateVersion = nativeBinding.resolverCrateVersion
 module.exports.validateResolverModule = nativeBinding.validateResolverModule

@@ -13,17 +13,30 @@ test('the addon names the resolver crate it pins', () => {
 
 test('our guest passes module validation with every export of the ABI', () => {
   const exports = addon.validateResolverModule(readFileSync(ourWasm));
-  for (const name of ['set_resolver_state', 'resolve_flags', 'apply_flags', 'bounded_flush_logs', 'bounded_flush_assign', 'register_resolve', 'prometheus_snapshot', 'init_thread', 'flush_logs']) {
+  for (const name of [
+    'set_resolver_state',
+    'resolve_flags',
+    'apply_flags',
+    'bounded_flush_logs',
+    'bounded_flush_assign',
+    'register_resolve',
+    'prometheus_snapshot',
+    'init_thread',
+    'flush_logs',
+  ]) {
     assert.ok(exports.includes(`wasm_msg_guest_${name}`), `missing ${name}`);
   }
 });
 
 test('a file that is not wasm is a readable error, not a crash', () => {
-  assert.throws(() => addon.validateResolverModule(Buffer.from('#!/bin/sh\necho not wasm\n')), (e) => {
-    assert.equal(e.code, 'INVALID_MODULE');
-    assert.match(e.message, /not a usable wasm module/);
-    return true;
-  });
+  assert.throws(
+    () => addon.validateResolverModule(Buffer.from('#!/bin/sh\necho not wasm\n')),
+    (e) => {
+      assert.equal(e.code, 'INVALID_MODULE');
+      assert.match(e.message, /not a usable wasm module/);
+      return true;
+    },
+  );
 });
 
 test('a wasm module without the resolver exports is rejected by name', () => {

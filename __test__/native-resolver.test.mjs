@@ -39,7 +39,10 @@ const options = (extra = {}) => ({
 
 test('initializes from the (encrypted) loopback CDN and resolves synchronously', async () => {
   const r = new NativeResolver(options());
-  assert.throws(() => r.resolve([], '{}', false), (e) => e.code === 'NOT_READY');
+  assert.throws(
+    () => r.resolve([], '{}', false),
+    (e) => e.code === 'NOT_READY',
+  );
   await r.initialize(5000);
   const result = r.resolve(['flags/tutorial-feature'], JSON.stringify({ visitor_id: 'tutorial_visitor' }), false);
   const [flag] = result.flags;
@@ -60,13 +63,24 @@ test('initializes from the (encrypted) loopback CDN and resolves synchronously',
   await r.close(3000);
 });
 
-test('Confidence\'s released resolver runs behind the same class (CONFIDENCE_OFFICIAL_WASM)', async (t) => {
+test("Confidence's released resolver runs behind the same class (CONFIDENCE_OFFICIAL_WASM)", async (t) => {
   const official = process.env.CONFIDENCE_OFFICIAL_WASM;
   if (!official) return t.skip('CONFIDENCE_OFFICIAL_WASM is not set (node scripts/fetch-official-wasm.mjs)');
   const ours = new NativeResolver(options({ offline: true, initialState: readFileSync(encryptedState) }));
-  const theirs = new NativeResolver(options({ offline: true, initialState: readFileSync(encryptedState), wasmPath: official }));
-  for (const ctx of [{ visitor_id: 'tutorial_visitor' }, { visitor_id: 'abc' }, { visitor_id: 12 }, { visitor_id: 1.5 }, {}]) {
-    const strip = (r) => r.flags.map(({ flag, variant, reason, valueJson, shouldApply }) => ({ flag, variant, reason, valueJson, shouldApply })).sort((a, b) => a.flag.localeCompare(b.flag));
+  const theirs = new NativeResolver(
+    options({ offline: true, initialState: readFileSync(encryptedState), wasmPath: official }),
+  );
+  for (const ctx of [
+    { visitor_id: 'tutorial_visitor' },
+    { visitor_id: 'abc' },
+    { visitor_id: 12 },
+    { visitor_id: 1.5 },
+    {},
+  ]) {
+    const strip = (r) =>
+      r.flags
+        .map(({ flag, variant, reason, valueJson, shouldApply }) => ({ flag, variant, reason, valueJson, shouldApply }))
+        .sort((a, b) => a.flag.localeCompare(b.flag));
     const json = JSON.stringify(ctx);
     assert.deepEqual(strip(ours.resolve([], json, true)), strip(theirs.resolve([], json, true)), json);
   }
@@ -113,18 +127,32 @@ test('offline with an initial state resolves at once and never opens a connectio
 });
 
 test('bad input is a clear error with a stable code, never a crash', async () => {
-  assert.throws(() => new NativeResolver(options({ wasmPath: fileURLToPath(import.meta.url) })), (e) => {
-    assert.equal(e.code, 'InvalidArg');
-    assert.match(e.message, /not a usable wasm module/);
-    return true;
-  });
+  assert.throws(
+    () => new NativeResolver(options({ wasmPath: fileURLToPath(import.meta.url) })),
+    (e) => {
+      assert.equal(e.code, 'InvalidArg');
+      assert.match(e.message, /not a usable wasm module/);
+      return true;
+    },
+  );
   assert.throws(() => new NativeResolver(options({ encryptionKey: 'abc' })), /encryptionKey/);
   assert.throws(() => new NativeResolver(options({ cdnBaseUrl: 'http://example.com/' })), /http/);
-  const r = new NativeResolver(options({ flagClientSecret: 'not-the-secret', offline: true, initialState: readFileSync(encryptedState) }));
-  assert.throws(() => r.resolve([], '{}', false), (e) => e.code === 'RESOLVER_ERROR' && /client secret not found/.test(e.message));
+  const r = new NativeResolver(
+    options({ flagClientSecret: 'not-the-secret', offline: true, initialState: readFileSync(encryptedState) }),
+  );
+  assert.throws(
+    () => r.resolve([], '{}', false),
+    (e) => e.code === 'RESOLVER_ERROR' && /client secret not found/.test(e.message),
+  );
   const ok = new NativeResolver(options({ offline: true, initialState: readFileSync(encryptedState) }));
-  assert.throws(() => ok.resolve([], '{not json', false), (e) => e.code === 'INVALID_OPTION');
-  assert.throws(() => ok.applyFlag(Buffer.from([1, 2, 3]), 'flags/x'), (e) => e.code === 'RESOLVER_ERROR');
+  assert.throws(
+    () => ok.resolve([], '{not json', false),
+    (e) => e.code === 'INVALID_OPTION',
+  );
+  assert.throws(
+    () => ok.applyFlag(Buffer.from([1, 2, 3]), 'flags/x'),
+    (e) => e.code === 'RESOLVER_ERROR',
+  );
   await r.close(100);
   await ok.close(100);
 });

@@ -3,6 +3,7 @@
 //   1. scripts/setup.mjs  — wasm32 target and the vendored protoc (no system packages)
 //   2. the guest          — wasm/ → wasm/confidence_resolver.wasm (release, size-optimised)
 //   3. the addon          — napi build --platform --release (index.js, index.d.ts, *.node)
+//   4. the provider       — js/ → dist/ (scripts/build-js.mjs)
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -28,9 +29,24 @@ step('guest', 'cargo', ['build', '-p', 'confidence-guest', '--target', 'wasm32-u
 const built = join(root, 'target', 'wasm32-unknown-unknown', 'wasm', 'confidence_guest.wasm');
 const out = join(root, 'wasm', 'confidence_resolver.wasm');
 // Binaryen shaves ~20 % off; the features are the ones rustc enables for wasm32 by default.
-const features = ['bulk-memory', 'sign-ext', 'nontrapping-float-to-int', 'mutable-globals', 'reference-types', 'multivalue'];
+const features = [
+  'bulk-memory',
+  'sign-ext',
+  'nontrapping-float-to-int',
+  'mutable-globals',
+  'reference-types',
+  'multivalue',
+];
 try {
-  step('guest size', bin('wasm-opt'), ['-Oz', '--strip-debug', '--strip-producers', ...features.map((f) => `--enable-${f}`), built, '-o', out]);
+  step('guest size', bin('wasm-opt'), [
+    '-Oz',
+    '--strip-debug',
+    '--strip-producers',
+    ...features.map((f) => `--enable-${f}`),
+    built,
+    '-o',
+    out,
+  ]);
 } catch (e) {
   console.warn(`wasm-opt failed (${e.message}); shipping the unoptimised guest`);
   copyFileSync(built, out);
@@ -38,3 +54,4 @@ try {
 console.log(`guest: ${out} (${statSync(out).size} bytes)`);
 
 step('addon', bin('napi'), ['build', '--platform', '--release']);
+step('provider', process.execPath, [join(root, 'scripts', 'build-js.mjs')]);

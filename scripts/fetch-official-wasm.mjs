@@ -20,7 +20,11 @@ if (!existsSync(out)) {
   const python = process.env.PYTHON ?? 'python3';
   const tmp = mkdtempSync(join(tmpdir(), 'confidence-wheel-'));
   try {
-    execFileSync(python, ['-m', 'pip', 'download', '--no-deps', '--quiet', '-d', tmp, `confidence-openfeature-provider==${version}`], { stdio: 'inherit' });
+    execFileSync(
+      python,
+      ['-m', 'pip', 'download', '--no-deps', '--quiet', '-d', tmp, `confidence-openfeature-provider==${version}`],
+      { stdio: 'inherit' },
+    );
     const wheel = readdirSync(tmp).find((f) => f.endsWith('.whl'));
     if (!wheel) throw new Error(`no wheel for confidence-openfeature-provider ${version}`);
     mkdirSync(outDir, { recursive: true });

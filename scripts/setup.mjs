@@ -20,7 +20,9 @@ function ensureWasmTarget() {
 }
 
 function hostTriple() {
-  const line = run('rustc', ['-vV']).split('\n').find((l) => l.startsWith('host: '));
+  const line = run('rustc', ['-vV'])
+    .split('\n')
+    .find((l) => l.startsWith('host: '));
   if (!line) throw new Error('setup: cannot read the host triple from `rustc -vV`');
   return line.slice('host: '.length).trim();
 }
@@ -30,7 +32,9 @@ function protocCrateFor(triple) {
   const [arch] = triple.split('-');
   if (triple.includes('windows')) return 'protoc-bin-vendored-win32';
   const os = triple.includes('apple') ? 'macos' : 'linux';
-  const cpu = { x86_64: 'x86_64', aarch64: 'aarch_64', i686: 'x86_32', powerpc64le: 'ppcle_64', s390x: 's390_64' }[arch];
+  const cpu = { x86_64: 'x86_64', aarch64: 'aarch_64', i686: 'x86_32', powerpc64le: 'ppcle_64', s390x: 's390_64' }[
+    arch
+  ];
   if (!cpu) throw new Error(`setup: protoc-bin-vendored has no binary for ${triple}`);
   return `protoc-bin-vendored-${os}-${cpu}`;
 }

@@ -10,13 +10,15 @@ pub mod log_upload;
 pub mod metrics;
 pub mod resolver_host;
 pub mod state_sync;
+pub mod testkit;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
-    AppliedFlag, ApplyFlagsRequest, ResolveFlagsRequest, ResolveProcessRequest, ResolveReason,
+    resolve_process_response, AppliedFlag, ApplyFlagsRequest, MaterializationRecord, ResolveFlagsRequest,
+    ResolveProcessRequest, ResolveReason,
 };
 use confidence_resolver::proto::google::Timestamp;
 use napi::bindgen_prelude::*;
@@ -63,9 +65,9 @@ impl AsRef<str> for Code {
 }
 
 /// The macro recognises fallible returns by the name `Result`.
-type Result<T> = std::result::Result<T, Error<Code>>;
+pub type Result<T> = std::result::Result<T, Error<Code>>;
 
-fn err(code: Code, e: impl std::fmt::Display) -> Error<Code> {
+pub fn err(code: Code, e: impl std::fmt::Display) -> Error<Code> {
     Error::new(code, e.to_string())
 }
 
@@ -162,6 +164,33 @@ pub struct NativeResolveResult {
     /// Pass back to `applyFlag` for `apply = false` resolves.
     pub resolve_token: Buffer,
     pub flags: Vec<NativeResolvedFlag>,
+    /// Sticky assignments to store (only from `resolveWithStore`/`resume`).
+    pub materializations_to_write: Vec<NativeMaterialization>,
+}
+
+/// A materialization record (HOST.md §D.6): a read query, a read result or a write. `rule`
+/// empty = segment inclusion, else the variant `unit` got for that rule (`variant` empty = none).
+#[napi(object)]
+pub struct NativeMaterialization {
+    pub unit: String,
+    pub materialization: String,
+    pub rule: String,
+    pub variant: String,
+}
+
+/// A resolve paused for materialization-store reads: read `reads`, then call `resume` with
+/// `state` and the records found.
+#[napi(object)]
+pub struct NativeSuspended {
+    pub reads: Vec<NativeMaterialization>,
+    pub state: Buffer,
+}
+
+/// One step of a resolve with a store: exactly one of the two is set.
+#[napi(object)]
+pub struct NativeResolveStep {
+    pub resolved: Option<NativeResolveResult>,
+    pub suspended: Option<NativeSuspended>,
 }
 
 #[napi(object)]
@@ -184,6 +213,14 @@ pub struct NativeStatus {
 pub struct NativeResolver {
     host: Arc<ResolverHost>,
     secret: String,
+}
+
+fn native_record(r: MaterializationRecord) -> NativeMaterialization {
+    NativeMaterialization { unit: r.unit, materialization: r.materialization, rule: r.rule, variant: r.variant }
+}
+
+fn record(r: NativeMaterialization) -> MaterializationRecord {
+    MaterializationRecord { unit: r.unit, materialization: r.materialization, rule: r.rule, variant: r.variant }
 }
 
 fn millis(v: Option<u32>, default_ms: u64) -> Duration {
@@ -239,23 +276,63 @@ impl NativeResolver {
     }
 
     /// Resolves `flags` (`flags/<name>`; empty = all of the client's) for a context given as
-    /// JSON. Synchronous: a resolve takes microseconds and touches no network.
+    /// JSON. Synchronous: a resolve takes microseconds and touches no network. Flags that need
+    /// a materialization store come back with reason `RESOLVE_REASON_MATERIALIZATION_NOT_SUPPORTED`.
     #[napi(catch_unwind)]
     pub fn resolve(&self, flags: Vec<String>, context_json: String, apply: bool) -> Result<NativeResolveResult> {
+        let request = ResolveProcessRequest::without_materializations(self.request(flags, &context_json, apply)?);
+        match self.step(&request)? {
+            NativeResolveStep { resolved: Some(resolved), .. } => Ok(resolved),
+            _ => Err(err(Code::Resolver, "the resolver asked for materializations without a store")),
+        }
+    }
+
+    /// Like `resolve`, for a provider with a materialization store: the answer, or the reads
+    /// the resolver needs first (then `resume`).
+    #[napi(catch_unwind)]
+    pub fn resolve_with_store(
+        &self,
+        flags: Vec<String>,
+        context_json: String,
+        apply: bool,
+    ) -> Result<NativeResolveStep> {
+        self.step(&ResolveProcessRequest::deferred_materializations(self.request(flags, &context_json, apply)?))
+    }
+
+    /// Continues a suspended resolve with the records the store found (negatives omitted).
+    #[napi(catch_unwind)]
+    pub fn resume(&self, state: Buffer, found: Vec<NativeMaterialization>) -> Result<NativeResolveStep> {
+        let records = found.into_iter().map(record).collect();
+        self.step(&ResolveProcessRequest::resume(records, state.to_vec()))
+    }
+
+    fn request(&self, flags: Vec<String>, context_json: &str, apply: bool) -> Result<ResolveFlagsRequest> {
         let context: serde_json::Value =
-            serde_json::from_str(&context_json).map_err(|e| err(Code::InvalidOption, format!("context: {e}")))?;
-        let request = ResolveFlagsRequest {
+            serde_json::from_str(context_json).map_err(|e| err(Code::InvalidOption, format!("context: {e}")))?;
+        Ok(ResolveFlagsRequest {
             flags,
             evaluation_context: Some(context::to_struct(&context)),
             client_secret: self.secret.clone(),
             apply,
             sdk: None,
+        })
+    }
+
+    fn step(&self, request: &ResolveProcessRequest) -> Result<NativeResolveStep> {
+        let response = self.host.engine().resolve(request)?;
+        let resolved = match response.result {
+            Some(resolve_process_response::Result::Suspended(s)) => {
+                let reads = s.materializations_to_read.into_iter().map(native_record).collect();
+                return Ok(NativeResolveStep {
+                    resolved: None,
+                    suspended: Some(NativeSuspended { reads, state: s.state.into() }),
+                });
+            }
+            Some(resolve_process_response::Result::Resolved(r)) => r,
+            None => return Err(err(Code::Resolver, "the resolver returned an empty response")),
         };
-        let response = self.host.engine().resolve(&ResolveProcessRequest::without_materializations(request))?;
-        let Some((resolved, _)) = response.into_resolved() else {
-            return Err(err(Code::Resolver, "the resolver asked for materializations without a store"));
-        };
-        let flags = resolved
+        let response = resolved.response.unwrap_or_default();
+        let flags = response
             .resolved_flags
             .into_iter()
             .map(|f| NativeResolvedFlag {
@@ -269,7 +346,15 @@ impl NativeResolver {
                 assignment_origin: f.assignment_origin,
             })
             .collect();
-        Ok(NativeResolveResult { resolve_id: resolved.resolve_id, resolve_token: resolved.resolve_token.into(), flags })
+        Ok(NativeResolveStep {
+            resolved: Some(NativeResolveResult {
+                resolve_id: response.resolve_id,
+                resolve_token: response.resolve_token.into(),
+                flags,
+                materializations_to_write: resolved.materializations_to_write.into_iter().map(native_record).collect(),
+            }),
+            suspended: None,
+        })
     }
 
     /// Records the exposure of `flag` from an earlier `apply = false` resolve.
@@ -325,6 +410,20 @@ impl NativeResolver {
             &engine.metrics(),
             &engine.prometheus("confidence"),
         )
+    }
+
+    /// The flags changed by all state swaps since the previous call (sorted), or `null` when
+    /// there was no swap. The provider polls it to emit CONFIGURATION_CHANGED.
+    #[napi]
+    pub fn take_changed_flags(&self) -> Option<Vec<String>> {
+        self.host.status().take_changed_flags()
+    }
+
+    /// Takes everything logged and not yet uploaded (serialized `WriteFlagLogsRequest`s)
+    /// instead of uploading it: what an offline provider would have sent. For the test kit.
+    #[napi]
+    pub async fn take_logs(&self) -> Vec<Buffer> {
+        self.host.take_logs().await.into_iter().map(|b| Buffer::from(b.to_vec())).collect()
     }
 
     #[napi]

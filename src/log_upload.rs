@@ -4,9 +4,9 @@
 //! are dropped and counted: nothing is dropped silently.
 
 use std::collections::VecDeque;
-
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -100,7 +100,12 @@ struct Route {
     account: String,
 }
 
-pub struct LogUploader {
+/// Ships log batches. Its state is shared (`Arc`) with uploads still in flight, see `flush`;
+/// everything but `flush` is the [`Uploader`]'s.
+pub struct LogUploader(Arc<Uploader>);
+
+/// The uploader's state and its non-async operations.
+pub struct Uploader {
     client: reqwest::Client,
     config: UploadConfig,
     auth: HeaderValue,
@@ -131,11 +136,19 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, std::time::SystemTime::now())
 }
 
+impl Deref for LogUploader {
+    type Target = Uploader;
+
+    fn deref(&self) -> &Uploader {
+        &self.0
+    }
+}
+
 impl LogUploader {
     pub fn new(client: reqwest::Client, config: UploadConfig) -> Result<Self, UploadError> {
         let auth = HeaderValue::from_str(&format!("ClientSecret {}", config.client_secret))
             .map_err(|_| UploadError::Network("the client secret is not a valid header value".into()))?;
-        Ok(LogUploader {
+        Ok(LogUploader(Arc::new(Uploader {
             client,
             config,
             auth,
@@ -143,9 +156,30 @@ impl LogUploader {
             route: Mutex::new(Route { destinations: vec![Destination::Edge], account: String::new() }),
             sending: tokio::sync::Mutex::new(()),
             stats: UploadStats::default(),
-        })
+        })))
     }
 
+    /// Sends the backlog in order. Stops at the first batch no destination accepts (it stays
+    /// queued with everything after it) and returns that error; the next flush resumes there.
+    ///
+    /// The sending runs as a task of its own: a caller that stops waiting (a shutdown, a
+    /// timeout) does not cancel a request the server may already have accepted, which would
+    /// leave its batch queued and sent again by the next flush. That flush waits for this one
+    /// instead, and the batch leaves once.
+    pub async fn flush(&self) -> Result<usize, UploadError> {
+        let uploader = self.0.clone();
+        let sending = async move { uploader.send_backlog().await };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn(sending)
+                .await
+                .unwrap_or_else(|e| Err(UploadError::Network(format!("the upload task failed: {e}")))),
+            Err(_) => sending.await,
+        }
+    }
+}
+
+impl Uploader {
     /// Destinations come with each state (`ClientResolverState.log_destinations`); empty or
     /// unknown values mean Spotify's edge.
     pub fn set_route(&self, log_destinations: &[i32], account: &str) {
@@ -178,13 +212,20 @@ impl LogUploader {
         }
     }
 
+    /// Hands the whole backlog to the caller instead of uploading it (offline providers and the
+    /// test kit read what would have been sent).
+    pub fn take_backlog(&self) -> Vec<Bytes> {
+        let mut backlog = lock(&self.backlog);
+        backlog.bytes = 0;
+        backlog.batches.drain(..).map(|(_, batch)| batch).collect()
+    }
+
     pub fn backlog_len(&self) -> usize {
         lock(&self.backlog).batches.len()
     }
 
-    /// Sends the backlog in order. Stops at the first batch no destination accepts (it stays
-    /// queued with everything after it) and returns that error; the next flush resumes there.
-    pub async fn flush(&self) -> Result<usize, UploadError> {
+    /// `LogUploader::flush`, in whichever task runs it.
+    async fn send_backlog(&self) -> Result<usize, UploadError> {
         let _one_at_a_time = self.sending.lock().await;
         let mut sent = 0;
         loop {

@@ -1,6 +1,7 @@
 //! The host's own counters as Prometheus text, followed by the resolver's snapshot (latency
 //! histogram, resolves by reason, guest memory) so one scrape shows both.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -60,13 +61,69 @@ fn rows(
     ]
 }
 
-/// Prometheus text exposition of the host counters, then `resolver_text` verbatim.
+/// Prometheus text exposition of the host counters, then the samples of `resolver_text` with
+/// each metric family declared once (see [`merge_families`]).
 pub fn render(sync: &SyncSnapshot, upload: &UploadStats, engine: &EngineMetrics, resolver_text: &str) -> String {
     let mut out = String::new();
     for (name, help, kind, value) in rows(sync, upload, engine) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
-    out.push_str(resolver_text);
+    out.push_str(&merge_families(resolver_text));
+    out
+}
+
+#[derive(Default)]
+struct Family<'a> {
+    help: Option<&'a str>,
+    kind: Option<&'a str>,
+    samples: Vec<&'a str>,
+}
+
+/// Every instance of the pool reports the same families, so their snapshots put side by side
+/// declare each family once per instance; Prometheus rejects a scrape that repeats a `# HELP`
+/// or `# TYPE` or splits a family's samples. This keeps the first header of each family and
+/// gathers its samples (a histogram's `_bucket`/`_sum`/`_count` included) under it, families
+/// in order of first appearance. Other comments and blank lines are dropped.
+fn merge_families(text: &str) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: HashMap<&str, Family<'_>> = HashMap::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines() {
+        let header =
+            line.strip_prefix("# HELP ").map(|r| (true, r)).or(line.strip_prefix("# TYPE ").map(|r| (false, r)));
+        let (name, header) = match header {
+            Some((is_help, rest)) => {
+                let name = rest.split(' ').next().unwrap_or_default();
+                current = Some(name);
+                (name, Some((is_help, line)))
+            }
+            None if line.starts_with('#') || line.trim().is_empty() => continue,
+            None => {
+                let sample = line.split(['{', ' ']).next().unwrap_or_default();
+                let belongs = |family: &&str| {
+                    sample.strip_prefix(*family).is_some_and(|s| ["", "_bucket", "_sum", "_count"].contains(&s))
+                };
+                (current.filter(belongs).unwrap_or(sample), None)
+            }
+        };
+        let family = families.entry(name).or_insert_with(|| {
+            order.push(name);
+            Family::default()
+        });
+        match header {
+            Some((true, line)) => family.help = family.help.or(Some(line)),
+            Some((false, line)) => family.kind = family.kind.or(Some(line)),
+            None => family.samples.push(line),
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        let family = &families[name];
+        for line in family.help.iter().chain(family.kind.iter()).chain(family.samples.iter()) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -86,5 +143,26 @@ mod tests {
         assert!(text.contains("confidence_guest_memory_bytes 1048576\n"));
         assert!(text.contains("confidence_state_age_seconds -1\n"));
         assert!(text.ends_with("resolver_line 1\n"));
+    }
+
+    #[test]
+    fn each_resolver_family_is_declared_once_with_all_its_samples() {
+        let instance = |i: u32| {
+            format!(
+                "# HELP g_bytes Memory.\n# TYPE g_bytes gauge\ng_bytes{{id=\"{i}\"}} {i}\n\
+                 # HELP lat Latency.\n# TYPE lat histogram\nlat_bucket{{id=\"{i}\",le=\"1\"}} 1\n\
+                 lat_sum{{id=\"{i}\"}} 1\nlat_count{{id=\"{i}\"}} 1\n\n"
+            )
+        };
+        let merged = merge_families(&(instance(0) + &instance(1)));
+        assert_eq!(
+            merged,
+            "# HELP g_bytes Memory.\n# TYPE g_bytes gauge\ng_bytes{id=\"0\"} 0\ng_bytes{id=\"1\"} 1\n\
+             # HELP lat Latency.\n# TYPE lat histogram\nlat_bucket{id=\"0\",le=\"1\"} 1\nlat_sum{id=\"0\"} 1\n\
+             lat_count{id=\"0\"} 1\nlat_bucket{id=\"1\",le=\"1\"} 1\nlat_sum{id=\"1\"} 1\nlat_count{id=\"1\"} 1\n"
+        );
+        // Undeclared samples form their own families; an empty snapshot adds nothing.
+        assert_eq!(merge_families("a 1\nb 2\na 3\n"), "a 1\na 3\nb 2\n");
+        assert_eq!(merge_families(""), "");
     }
 }

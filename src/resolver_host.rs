@@ -185,13 +185,16 @@ impl ResolverHost {
                 self.status.clone(),
                 shutdown.clone(),
             )));
-            handles.push(tokio::spawn(flush_loop(
-                self.engine.clone(),
-                self.uploader.clone(),
-                self.config.flush_interval,
-                shutdown,
-            )));
         }
+        // Offline hosts drain too: logs wait in the bounded backlog (dropping oldest, counted)
+        // instead of growing guest memory, and the test kit reads them from there.
+        handles.push(tokio::spawn(flush_loop(
+            self.engine.clone(),
+            self.uploader.clone(),
+            self.config.flush_interval,
+            !self.config.offline,
+            shutdown,
+        )));
         *tasks = Some(Tasks { stop, handles });
         Ok(())
     }
@@ -203,13 +206,26 @@ impl ResolverHost {
 
     /// Drains the engine and uploads everything now (also with the flush loop running).
     pub async fn flush(&self) -> Result<usize, UploadError> {
-        let engine = self.engine.clone();
-        let batches = tokio::task::spawn_blocking(move || engine.flush_logs()).await.unwrap_or_default();
-        self.uploader.enqueue(batches);
+        self.drain_engine().await;
         if self.config.offline {
             return Ok(0);
         }
         self.uploader.flush().await
+    }
+
+    /// Everything logged so far that has not been uploaded, as serialized
+    /// `WriteFlagLogsRequest`s, taken instead of uploaded (offline providers, the test kit).
+    pub async fn take_logs(&self) -> Vec<bytes::Bytes> {
+        self.drain_engine().await;
+        self.uploader.take_backlog()
+    }
+
+    /// Moves everything the engine logged into the upload backlog (off the calling thread: a
+    /// flush is a guest call).
+    async fn drain_engine(&self) {
+        let engine = self.engine.clone();
+        let batches = tokio::task::spawn_blocking(move || engine.flush_logs()).await.unwrap_or_default();
+        self.uploader.enqueue(batches);
     }
 
     /// Stops the loops, then a final drain and upload bounded by `timeout`. Idempotent.
@@ -228,11 +244,12 @@ impl ResolverHost {
     }
 }
 
-/// Every `interval`: recycle oversized instances, drain the engine, upload.
+/// Every `interval`: recycle oversized instances, drain the engine, upload (when `upload`).
 async fn flush_loop(
     engine: Arc<dyn Engine>,
     uploader: Arc<LogUploader>,
     interval: Duration,
+    upload: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -252,6 +269,9 @@ async fn flush_loop(
         .await
         .unwrap_or_default();
         uploader.enqueue(batches);
+        if !upload {
+            continue;
+        }
         // A failed upload stays in the backlog for the next round; the stats record it.
         tokio::select! {
             biased;

@@ -9,6 +9,7 @@
 //! way, so a provider whose initialization failed still becomes ready once a state loads.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -358,6 +359,9 @@ struct Detail {
     etag: Option<String>,
     last_error: Option<String>,
     changed_flags: Vec<String>,
+    /// Flags changed by every swap since the last [`SyncStatus::take_changed_flags`]; `None`
+    /// when no swap happened. Accumulated so a reader polling slower than the swaps loses none.
+    unreported_changes: Option<BTreeSet<String>>,
 }
 
 /// A copy of everything in [`SyncStatus`].
@@ -491,6 +495,7 @@ impl SyncStatus {
         {
             let mut detail = self.detail();
             detail.etag = etag;
+            detail.unreported_changes.get_or_insert_with(BTreeSet::new).extend(changed_flags.iter().cloned());
             detail.changed_flags = changed_flags;
         }
         self.updates.fetch_add(1, Ordering::Relaxed);
@@ -500,7 +505,15 @@ impl SyncStatus {
 
     /// Replaces the changed-flags list (for callers that compute it after applying).
     pub fn set_changed_flags(&self, changed_flags: Vec<String>) {
-        self.detail().changed_flags = changed_flags;
+        let mut detail = self.detail();
+        detail.unreported_changes.get_or_insert_with(BTreeSet::new).extend(changed_flags.iter().cloned());
+        detail.changed_flags = changed_flags;
+    }
+
+    /// The flags changed by all swaps since the previous call (sorted, deduplicated), or `None`
+    /// when there was no swap: what a provider turns into CONFIGURATION_CHANGED events.
+    pub fn take_changed_flags(&self) -> Option<Vec<String>> {
+        self.detail().unreported_changes.take().map(|set| set.into_iter().collect())
     }
 
     /// A fetch failed or its state was rejected.

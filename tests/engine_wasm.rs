@@ -1,7 +1,7 @@
 //! The wasm engine: pooled instances, atomic state swaps, trap recovery, recycling.
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,9 +9,12 @@ use common::*;
 use confidence_openfeature_provider::engine::wasm::{WasmEngine, WasmEngineConfig};
 use confidence_openfeature_provider::engine::{Engine, EngineError};
 use confidence_openfeature_provider::guest::{Clock, GuestModule, Limits};
+use confidence_openfeature_provider::log_upload::UploadStats;
+use confidence_openfeature_provider::metrics;
+use confidence_openfeature_provider::state_sync::SyncSnapshot;
 use confidence_proto::SetResolverStateRequest;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
-    ResolveFlagsRequest, ResolveProcessRequest, WriteFlagLogsRequest,
+    resolve_process_request, ResolveFlagsRequest, ResolveProcessRequest, WriteFlagLogsRequest,
 };
 use prost::Message;
 use serde_json::json;
@@ -235,23 +238,178 @@ fn one_flush_drains_a_burst_larger_than_one_batch() {
     assert!(e.flush_logs().is_empty());
 }
 
+/// The values of every sample of metric `name` (labels ignored) in Prometheus text.
+fn samples(text: &str, name: &str) -> Vec<f64> {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Resident memory of this process, where the OS tells it cheaply (Linux).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().strip_suffix("kB")?.trim().parse::<u64>();
+    kb.ok().map(|kb| kb << 10)
+}
+
+/// A long run as the host drives it: 1,000,000 applied evaluations on two threads, 1000 state
+/// swaps between them, and every `BACKGROUND_EVERY` evaluations the flush loop's work
+/// (`maintain`, then a full flush). Most rounds between swaps are short. Every 100th round is
+/// long and opens with a burst that outpaces the flush loop, growing each instance's linear
+/// memory (which never shrinks) past the recycle bound: only recycling gives it back before
+/// the next swap.
 #[test]
-fn a_thousand_swaps_leave_guest_memory_bounded() {
-    let e = engine(WasmEngineConfig { clock: Clock::Fixed(ORACLE_TIME), ..WasmEngineConfig::default() });
-    let (a, b) = (labelled_state("one"), labelled_state("two"));
-    let mut high_water = 0;
-    for i in 0..1000 {
-        e.load_state(if i % 2 == 0 { &a } else { &b }).unwrap();
-        for k in 0..20 {
-            labels(&e, &format!("u{k}"));
+fn a_million_evaluations_and_a_thousand_swaps_keep_guest_memory_bounded() {
+    const EVALUATIONS: usize = 1_000_000;
+    const SWAPS: usize = 1000;
+    const SHORT_ROUND: usize = 500;
+    /// 990 × 500 + 10 × 50,500 = 1,000,000.
+    const LONG_ROUND: usize = 50_500;
+    /// Evaluations at the start of a long round without background work.
+    const BURST: usize = 30_000;
+    const BACKGROUND_EVERY: usize = 2000;
+    /// Per instance (the default is 128 MiB). A fresh instance of this state has ~1.2 MiB, a
+    /// background period's exposures add well under 1 MiB, a burst's take it to ~8 MiB.
+    const RECYCLE: u64 = 4 << 20;
+    /// The stated bound once background work has run: no instance over the recycle bound, plus
+    /// what the other thread's evaluations add meanwhile. Without recycling: ~32 MiB.
+    const SETTLED: u64 = 2 * RECYCLE + (4 << 20);
+    /// The stated bound at any time: a burst's exposures in both instances, with room to spare.
+    const PEAK: u64 = 32 << 20;
+
+    const SWAP_TO_ONE: u8 = 1;
+    const SWAP_TO_TWO: u8 = 2;
+    const BACKGROUND: u8 = 4;
+    let mut schedule = vec![0u8; EVALUATIONS];
+    let mut start = 0;
+    for round in 0..SWAPS {
+        let long = round % 100 == 99;
+        let len = if long { LONG_ROUND } else { SHORT_ROUND };
+        // The first load precedes the run; then one swap opens each round.
+        if round > 0 {
+            schedule[start] |= if round % 2 == 0 { SWAP_TO_ONE } else { SWAP_TO_TWO };
         }
-        if i % 100 == 99 {
-            e.flush_logs();
+        for (i, step) in schedule.iter_mut().enumerate().take(start + len).skip(start) {
+            if i % BACKGROUND_EVERY == BACKGROUND_EVERY - 1 && !(long && i < start + BURST) {
+                *step |= BACKGROUND;
+            }
         }
-        high_water = high_water.max(e.metrics().guest_memory_bytes);
+        start += len;
     }
+    assert_eq!(start, EVALUATIONS);
+
+    let config = WasmEngineConfig {
+        pool_size: 2,
+        recycle_memory_bytes: RECYCLE,
+        clock: Clock::Fixed(ORACLE_TIME),
+        ..WasmEngineConfig::default()
+    };
+    let e = engine(config);
+    let (one, two) = (labelled_state("one"), labelled_state("two"));
+    // One flag, distinct units, requests built once: a resolve costs what the guest needs.
+    let requests: Vec<ResolveProcessRequest> = (0..1000)
+        .map(|k| {
+            let mut r = labelled_request(&format!("u{k}"), true);
+            if let Some(resolve_process_request::Resolve::WithoutMaterializations(r)) = &mut r.resolve {
+                r.flags = vec!["flags/first".into()];
+            }
+            r
+        })
+        .collect();
+    e.load_state(&one).unwrap();
+
+    let next = AtomicUsize::new(0);
+    let peak = AtomicU64::new(0);
+    let settled = AtomicU64::new(0);
+    let flushed = AtomicUsize::new(0);
+    // Background runs that found the pool past twice the recycle bound: an instance was over it.
+    let over_bound = AtomicUsize::new(0);
+    let baseline = std::sync::OnceLock::new();
+    let background = || {
+        let before = e.metrics().guest_memory_bytes;
+        peak.fetch_max(before, Ordering::Relaxed);
+        if before > 2 * RECYCLE {
+            over_bound.fetch_add(1, Ordering::Relaxed);
+        }
+        e.maintain();
+        settled.fetch_max(e.metrics().guest_memory_bytes, Ordering::Relaxed);
+        flushed.fetch_add(exposures(&e.flush_logs()), Ordering::Relaxed);
+    };
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= EVALUATIONS {
+                    return;
+                }
+                let step = schedule[i];
+                if step & SWAP_TO_ONE != 0 {
+                    e.load_state(&one).unwrap();
+                } else if step & SWAP_TO_TWO != 0 {
+                    e.load_state(&two).unwrap();
+                }
+                if step & BACKGROUND != 0 {
+                    background();
+                }
+                if i == EVALUATIONS / 10 {
+                    // Past the first long round: allocators and caches have warmed up.
+                    let _ = baseline.set(resident_bytes());
+                }
+                let (resp, _) = e.resolve(&requests[i % requests.len()]).unwrap().into_resolved().unwrap();
+                let variant = resp.resolved_flags[0].variant.rsplit('/').next().unwrap();
+                assert!(variant == "one" || variant == "two", "#{i}: {variant}");
+                if i.is_multiple_of(100) {
+                    peak.fetch_max(e.metrics().guest_memory_bytes, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    background();
+    let (peak, settled) = (peak.load(Ordering::Relaxed), settled.load(Ordering::Relaxed));
     let m = e.metrics();
-    assert_eq!(m.state_loads, 1000);
-    // Two fresh instances of a small state: a few MiB, however many swaps came before.
-    assert!(high_water < 16 << 20, "guest memory reached {high_water} bytes");
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    // Resident growth since warm-up, where the OS tells it (Linux).
+    let grown = match (baseline.get(), resident_bytes()) {
+        (Some(Some(before)), Some(after)) => Some(after.saturating_sub(*before)),
+        _ => None,
+    };
+    eprintln!(
+        "{EVALUATIONS} evaluations, {SWAPS} swaps: {:.1} s; guest memory peak {:.1} MiB, settled {:.1} MiB; \
+         {} recycles; process grew {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        mib(peak),
+        mib(settled),
+        m.recycles,
+        mib(grown.unwrap_or_default()),
+    );
+
+    assert_eq!(m.state_loads, SWAPS as u64);
+    assert_eq!(m.traps, 0);
+    assert_eq!(m.pending_log_batches, 0, "every salvaged batch left with a flush");
+    assert_eq!(
+        flushed.load(Ordering::Relaxed),
+        EVALUATIONS,
+        "one exposure per evaluation, through every swap and recycle"
+    );
+    assert!(over_bound.load(Ordering::Relaxed) > 0, "the bursts never took an instance past the recycle bound");
+    assert!(peak <= PEAK, "guest memory reached {peak} bytes (bound {PEAK})");
+    assert!(settled <= SETTLED, "after background work guest memory was still {settled} bytes (bound {SETTLED})");
+    // Retired instances are freed: 1000 swaps of two instances would otherwise hold gigabytes.
+    if let Some(grown) = grown {
+        assert!(grown < 256 << 20, "the process grew by {:.0} MiB over the run", mib(grown));
+    }
+
+    // What an operator sees: the same figures in the scrape.
+    let text = metrics::render(&SyncSnapshot::default(), &UploadStats::default(), &m, &e.prometheus("confidence"));
+    let recycles = samples(&text, "confidence_resolver_recycles_total");
+    assert_eq!(recycles, [m.recycles as f64]);
+    assert!(recycles[0] > 0.0, "the bound was hit, so instances were recycled");
+    let gauge = samples(&text, "confidence_guest_memory_bytes");
+    assert!(gauge.len() == 1 && gauge[0] <= SETTLED as f64, "{gauge:?}");
+    assert_eq!(samples(&text, "confidence_state_swaps_total"), [SWAPS as f64]);
+    // The resolver's own gauge, one sample per instance, under one family header.
+    assert_eq!(samples(&text, "confidence_memory_bytes").len(), 2, "{text}");
+    assert_eq!(text.matches("# TYPE confidence_memory_bytes ").count(), 1, "one family, declared once:\n{text}");
 }

@@ -16,11 +16,14 @@ export async function startFakeConfidence() {
     createInterface({ input: child.stdout }).once('line', resolve);
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`fake-confidence exited with ${code}`)));
+    setTimeout(() => reject(new Error('fake-confidence did not report its port within 10 s')), 10_000).unref();
   });
   const { port } = JSON.parse(line);
   const baseUrl = `http://127.0.0.1:${port}`;
   const control = async (body) => {
-    const res = await fetch(`${baseUrl}/__control`, { method: 'POST', body: JSON.stringify(body) });
+    // Bounded: a test never hangs on its own fake.
+    const signal = AbortSignal.timeout(5000);
+    const res = await fetch(`${baseUrl}/__control`, { method: 'POST', body: JSON.stringify(body), signal });
     const json = await res.json();
     if (!json.ok) throw new Error(`fake-confidence: ${json.error}`);
     return json;
@@ -29,6 +32,8 @@ export async function startFakeConfidence() {
     baseUrl,
     control,
     setState: (secret, file, etag = '"v1"') => control({ cmd: 'set_state', secret, file, etag }),
+    setStateBytes: (secret, bytes, etag) =>
+      control({ cmd: 'set_state', secret, base64: Buffer.from(bytes).toString('base64'), etag }),
     setFault: (route, fault) => control({ cmd: 'set_fault', route, fault }),
     counters: () => control({ cmd: 'counters' }),
     logs: async () => (await control({ cmd: 'logs' })).logs,

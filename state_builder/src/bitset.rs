@@ -8,6 +8,7 @@ use std::ops::Range;
 use confidence_resolver::proto::confidence::flags::admin::v1::resolver_state::{packed_bitset, PackedBitset};
 
 use crate::hash::{bitset_position, BITSET_BITS};
+use crate::random::Rng;
 
 /// How a segment's allocation is shipped in `ResolverState.bitsets`.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -61,6 +62,15 @@ impl Bitset {
     pub fn fraction(share: f64) -> Self {
         let n = (share.clamp(0.0, 1.0) * BITSET_BITS as f64).round() as u32;
         Self::first(n)
+    }
+
+    /// About `share` (`0.0..=1.0`) of all units, positions drawn at random from `seed`. Unlike
+    /// [`Bitset::fraction`], sets from different seeds admit independent units (two 50% rollouts
+    /// share about 25% of units, not 50%); one seed with a larger share keeps every unit of a
+    /// smaller one, as widening a rollout should.
+    pub fn sampled(seed: u64, share: f64) -> Self {
+        let mut rng = Rng::new(seed);
+        Self::from_fn(|_| rng.unit() < share)
     }
 
     /// Exactly the positions that `units` hash to for `account_id` (plus any collisions).
@@ -127,6 +137,18 @@ mod tests {
         let body = &z[10..z.len() - 8];
         let inflated = miniz_oxide::inflate::decompress_to_vec(body).unwrap();
         assert_eq!(inflated, bytes);
+    }
+
+    #[test]
+    fn sampled_sets_nest_by_share_and_differ_by_seed() {
+        let allowed = |b: &Bitset| (0..BITSET_BITS).filter(|&p| b.allows_position(p)).collect::<Vec<_>>();
+        let (small, large, other) =
+            (allowed(&Bitset::sampled(7, 0.1)), allowed(&Bitset::sampled(7, 0.3)), allowed(&Bitset::sampled(8, 0.3)));
+        assert!((99_000..101_000).contains(&small.len()), "{}", small.len());
+        assert!((299_000..301_000).contains(&large.len()), "{}", large.len());
+        assert!(small.iter().all(|p| large.binary_search(p).is_ok()));
+        let both = large.iter().filter(|p| other.binary_search(p).is_ok()).count();
+        assert!((88_000..92_000).contains(&both), "{both} in two independent 30% sets");
     }
 
     #[test]

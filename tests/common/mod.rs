@@ -60,6 +60,52 @@ pub fn official() -> Option<&'static GuestModule> {
     .as_ref()
 }
 
+/// [`official`], or `None` after a "skipped …" line on stderr: straight past the harness's
+/// capture, so every run shows what it did not cover.
+pub fn official_or_skip(test: &str) -> Option<&'static GuestModule> {
+    let m = official();
+    if m.is_none() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped {test}: CONFIDENCE_OFFICIAL_WASM is not set (export CONFIDENCE_OFFICIAL_WASM=$(node scripts/fetch-official-wasm.mjs))"
+        );
+    }
+    m
+}
+
+/// The modules a host-level test runs against, ours first: our guest, and Confidence's
+/// released binary when `CONFIDENCE_OFFICIAL_WASM` names it (else `test` is reported skipped
+/// for it). Either binary must run behind the same host with the same observable results.
+pub fn modules_under_test(test: &str) -> Vec<(&'static str, &'static GuestModule)> {
+    let released = official_or_skip(&format!("{test} with the released binary"));
+    std::iter::once(("ours", ours())).chain(released.map(|m| ("released", m))).collect()
+}
+
+/// Keeps what our guest (the first module of [`modules_under_test`]) observed and requires every
+/// later module to observe the same.
+pub struct SameAsOurs<T> {
+    ours: Option<T>,
+}
+
+impl<T> Default for SameAsOurs<T> {
+    fn default() -> Self {
+        SameAsOurs { ours: None }
+    }
+}
+
+impl<T: PartialEq + std::fmt::Debug> SameAsOurs<T> {
+    pub fn check(&mut self, module: &str, observed: T) {
+        match &self.ours {
+            None => self.ours = Some(observed),
+            Some(ours) => assert!(
+                *ours == observed,
+                "{module} differs from our guest:\n  ours:   {ours:?}\n  {module}: {observed:?}"
+            ),
+        }
+    }
+}
+
 /// 2025-09-01T12:00:00Z, the clock the oracle answers were recorded with.
 pub const ORACLE_TIME: Timestamp = Timestamp { seconds: 1_756_728_000, nanos: 0 };
 
@@ -201,5 +247,129 @@ impl Rng {
     }
     pub fn ascii(&mut self, len: usize) -> String {
         (0..len).map(|_| (b'!' + self.below(94) as u8) as char).collect()
+    }
+}
+
+// ---- Differential helpers: tests/differential.rs (ours vs the released binary) and
+// tests/engine_native.rs (native vs wasm engine) compare the same way. ----------------------
+
+/// Random contexts around what the fixture state targets (`visitor_id`), plus noise.
+pub fn generated_fixture_requests(seed: u64, n: usize) -> Vec<ResolveFlagsRequest> {
+    use serde_json::{json, Value as J};
+    let mut rng = Rng(seed);
+    let flags = ["flags/fallthrough-test-1", "flags/fallthrough-test-2", "flags/tutorial-feature", "flags/unknown"];
+    (0..n)
+        .map(|_| {
+            let visitor: J = match rng.below(12) {
+                0 => J::Null,
+                1 => json!("tutorial_visitor"),
+                2 => json!(rng.below(1 << 40)),
+                3 => json!(rng.below(1000) as f64 + 0.5),
+                4 => json!(rng.chance(50)),
+                5 => json!([rng.ascii(3)]),
+                6 => json!({"id": rng.ascii(4)}),
+                7 => json!(""),
+                8 => json!(rng.ascii(101)),
+                9 => json!(format!("ü-{}-ß", rng.below(1000))),
+                _ => json!(rng.ascii_upto(30)),
+            };
+            let mut ctx = json!({ "country": *rng.pick(&["SE", "US", "se", "xx"]), "age": rng.below(90) });
+            if !rng.chance(5) {
+                ctx["visitor_id"] = visitor;
+            }
+            if rng.chance(30) {
+                ctx["targeting_key"] = json!(rng.ascii(8));
+            }
+            if rng.chance(20) {
+                ctx["user"] = json!({"visitor_id": "tutorial_visitor", "tags": ["a", 1, null]});
+            }
+            let picked: Vec<&str> = flags.iter().filter(|_| rng.chance(40)).copied().collect();
+            let secret = if rng.chance(95) { FIXTURE_SECRET.to_string() } else { rng.ascii_upto(20) };
+            request(&secret, &picked, to_struct(&ctx), rng.chance(50))
+        })
+        .collect()
+}
+
+/// Resolved flags as (name, encoded bytes), sorted; errors as their message.
+pub type Outcome = Result<Vec<(String, Vec<u8>)>, String>;
+
+/// An error's text without what differs per build: the `[XXXXXXXX]` code of internal errors
+/// and the hash-map order of the `available=[...]` secrets.
+pub fn without_code(o: Outcome) -> Outcome {
+    o.map_err(|e| match e.split_once("available=[") {
+        Some((head, tail)) => {
+            let mut secrets: Vec<&str> = tail.trim_end_matches(']').split(", ").collect();
+            secrets.sort();
+            format!("{head}available=[{}]", secrets.join(", "))
+        }
+        None => e.split(" [").next().unwrap_or_default().to_string(),
+    })
+}
+
+/// A process outcome in comparable form: resolved flags and writes sorted, or a suspension's
+/// sorted reads (flag order is hash-map order, which differs per build and per process).
+pub fn outcome_of(response: ResolveProcessResponse) -> Vec<(String, Vec<u8>)> {
+    use confidence_resolver::proto::confidence::flags::resolver::v1::resolve_process_response;
+    use prost::Message;
+    let mut out: Vec<(String, Vec<u8>)> = match response.result {
+        Some(resolve_process_response::Result::Suspended(s)) => {
+            s.materializations_to_read.iter().map(|m| ("suspended".to_string(), m.encode_to_vec())).collect()
+        }
+        result => {
+            let (resp, writes) = ResolveProcessResponse { result }.into_resolved().expect("resolved or suspended");
+            let mut flags: Vec<_> = resp.resolved_flags.iter().map(|f| (f.flag.clone(), f.encode_to_vec())).collect();
+            flags.extend(writes.iter().map(|w| ("write".to_string(), w.encode_to_vec())));
+            flags
+        }
+    };
+    out.sort();
+    out
+}
+
+/// Logs in a comparable form: order-free collections sorted, resolve ids cleared, and the
+/// fields that legitimately differ between builds (memory size, resolver version) dropped.
+pub fn normalise(mut logs: WriteFlagLogsRequest) -> WriteFlagLogsRequest {
+    use prost::Message;
+    for e in &mut logs.flag_assigned {
+        e.resolve_id.clear();
+        // Flags of one resolve come out in the state's hash-map order, which is per build.
+        e.flags.sort_by(|a, b| a.flag.cmp(&b.flag));
+    }
+    logs.client_resolve_info.sort_by(|a, b| a.client_credential.cmp(&b.client_credential));
+    for c in &mut logs.client_resolve_info {
+        c.schema.sort_by_key(|s| s.encode_to_vec());
+    }
+    logs.flag_resolve_info.sort_by(|a, b| a.flag.cmp(&b.flag));
+    for f in &mut logs.flag_resolve_info {
+        f.variant_resolve_info.sort_by(|a, b| a.variant.cmp(&b.variant));
+        f.rule_resolve_info.sort_by(|a, b| a.rule.cmp(&b.rule));
+        for r in &mut f.rule_resolve_info {
+            r.assignment_resolve_info.sort_by(|a, b| a.assignment_id.cmp(&b.assignment_id));
+        }
+    }
+    if let Some(t) = &mut logs.telemetry_data {
+        t.memory_bytes = 0;
+        t.resolver_version.clear();
+    }
+    logs
+}
+
+/// Flush by flush, normalised logs must agree: resolve info, every FlagAssigned in order,
+/// telemetry.
+pub fn assert_same_logs(name: &str, ours_logs: Vec<WriteFlagLogsRequest>, theirs_logs: Vec<WriteFlagLogsRequest>) {
+    assert_eq!(ours_logs.len(), theirs_logs.len());
+    let events: usize = ours_logs.iter().map(|l| l.flag_assigned.len()).sum();
+    assert!(events > 0, "{name}: the workload should produce exposures");
+    for (i, (x, y)) in ours_logs.iter().zip(&theirs_logs).enumerate() {
+        assert_eq!(x.flag_resolve_info, y.flag_resolve_info, "{name} flush {i}: flag_resolve_info");
+        assert_eq!(x.client_resolve_info, y.client_resolve_info, "{name} flush {i}: client_resolve_info");
+        assert_eq!(x.flag_assigned.len(), y.flag_assigned.len(), "{name} flush {i}: number of FlagAssigned");
+        if let Some(k) = (0..x.flag_assigned.len()).find(|&k| x.flag_assigned[k] != y.flag_assigned[k]) {
+            panic!(
+                "{name} flush {i}: FlagAssigned #{k} differs:\n  ours:   {:?}\n  theirs: {:?}",
+                x.flag_assigned[k], y.flag_assigned[k]
+            );
+        }
+        assert_eq!(x.telemetry_data, y.telemetry_data, "{name} flush {i}: telemetry");
     }
 }

@@ -1,0 +1,69 @@
+// The fixture's oracle (3000 requests answered by Confidence's released resolver) replayed
+// through the OpenFeature client: every flag a request names that is expressible as a flag key,
+// and every flag of the client for requests naming none, must give the recorded value, variant,
+// reason and shouldApply; absent flags FLAG_NOT_FOUND; requests with a wrong secret GENERAL.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+
+import { ErrorCode, OpenFeature } from '@openfeature/server-sdk';
+import { ConfidenceServerProviderLocal } from 'confidence-openfeature-provider';
+
+import { clientFor, fixtures, plainStateBody } from './support/provider.mjs';
+
+const cases = readFileSync(`${fixtures}oracle/resolve_cases.jsonl`, 'utf8')
+  .split('\n')
+  .filter(Boolean)
+  .map((line) => JSON.parse(line));
+
+test('the oracle cases through OpenFeature give the recorded answers', async () => {
+  const initialState = plainStateBody();
+  const clients = new Map();
+  const clientOf = async (secret) => {
+    if (!clients.has(secret)) {
+      clients.set(
+        secret,
+        await clientFor(new ConfidenceServerProviderLocal({ flagClientSecret: secret, initialState, offline: true })),
+      );
+    }
+    return clients.get(secret);
+  };
+  let checked = 0;
+  for (const c of cases) {
+    const { clientSecret, flags, evaluationContext, apply } = c.request;
+    if (!clientSecret) continue; // the provider requires a secret
+    const client = await clientOf(clientSecret);
+    const context = { ...evaluationContext, _confidence_skip_apply: !apply };
+    const names = flags.length > 0 ? flags : (c.resolvedFlags ?? []).map((f) => f.flag);
+    for (const name of names) {
+      const key = /^flags\/([^/.]+)$/.exec(name)?.[1];
+      if (!key) continue; // not expressible as an OpenFeature flag key
+      const d = await client.getObjectDetails(key, {}, context);
+      const where = `${c.id} ${key}`;
+      checked++;
+      if (c.error) {
+        assert.equal(d.errorCode, ErrorCode.GENERAL, where);
+        assert.ok(d.errorMessage.includes(c.error.split(':')[0]), `${where}: ${d.errorMessage}`);
+        continue;
+      }
+      const expected = c.resolvedFlags.find((f) => f.flag === name);
+      if (!expected) {
+        assert.equal(d.errorCode, ErrorCode.FLAG_NOT_FOUND, where);
+        continue;
+      }
+      const reason = expected.reason.replace('RESOLVE_REASON_', '');
+      if (reason === 'TARGETING_KEY_ERROR') {
+        assert.deepEqual([d.errorCode, d.value], [ErrorCode.TARGETING_KEY_MISSING, {}], where);
+        assert.equal(d.flagMetadata.confidenceReason, reason, where);
+        continue;
+      }
+      assert.equal(d.errorCode, undefined, `${where}: ${d.errorMessage}`);
+      assert.deepEqual(d.value, expected.value ?? {}, where);
+      assert.equal(d.variant, expected.variant, where);
+      assert.equal(d.flagMetadata.confidenceReason, reason, where);
+      assert.equal(d.flagMetadata.shouldApply, expected.shouldApply, where);
+    }
+  }
+  assert.ok(checked > 3000, `only ${checked} evaluations were checked`);
+  await OpenFeature.clearProviders();
+});

@@ -31,6 +31,12 @@ export declare class NativeResolver {
    */
   resolve(flags: Array<string>, contextJson: string, apply: boolean): NativeResolveResult
   /**
+   * The hot path of one evaluation: `flag` (`flags/<name>`) resolved for a context given as
+   * JSON, or `null` when the client has no such flag. Like `resolve` without the resolve id
+   * and token, which a single evaluation never needs (they cost a Buffer per call).
+   */
+  evaluate(flag: string, contextJson: string, apply: boolean): NativeResolvedFlag | null
+  /**
    * Like `resolve`, for a provider with a materialization store: the answer, or the reads
    * the resolver needs first (then `resume`).
    */
@@ -44,6 +50,11 @@ export declare class NativeResolver {
    * latency. Best effort: never throws.
    */
   registerResolve(reason: number, latencyUs: number): void
+  /**
+   * Telemetry for many evaluations at once: `(reason, latencyUs)` pairs, so the provider
+   * crosses into Rust once per batch instead of once per evaluation. Best effort.
+   */
+  registerResolves(pairs: Uint32Array): void
   /** Uploads everything logged so far; resolves with the number of batches sent. */
   flush(): Promise<number>
   /**
@@ -162,8 +173,13 @@ export interface NativeMaterialization {
 /** Options of the native resolver; the TypeScript provider validates and documents them. */
 export interface NativeOptions {
   flagClientSecret: string
-  /** The resolver module to run (the package passes its bundled guest by default). */
-  wasmPath: string
+  /**
+   * `"native"` (the crate linked into the addon) or `"wasm"` (a guest module run by
+   * wasmtime). Default: `wasm` when `wasmPath` is given, else `native`.
+   */
+  engine?: string
+  /** The resolver module of the `wasm` engine (the package passes its bundled guest). */
+  wasmPath?: string
   /** 64 hex characters: fetch the encrypted state and decrypt it. */
   encryptionKey?: string
   cdnBaseUrl?: string

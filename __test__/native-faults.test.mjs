@@ -25,9 +25,16 @@ const fixtures = fileURLToPath(new URL('../../shared/fixtures/', import.meta.url
 const secret = 'mkjJruAATQWjeY7foFIWfVAcBWnci2YF';
 const encryptionKey = readFileSync(`${fixtures}encryption_key_test.hex`, 'utf8').trim();
 const ourWasm = fileURLToPath(new URL('../wasm/confidence_resolver.wasm', import.meta.url));
+// [name, wasmPath, skip]: no wasmPath = the native engine (the crate linked into the addon).
+const officialSkip = 'CONFIDENCE_OFFICIAL_WASM is not set (node scripts/fetch-official-wasm.mjs)';
 const modules = [
-  ['our guest', ourWasm],
-  ['the released binary', process.env.CONFIDENCE_OFFICIAL_WASM],
+  ['the native engine', undefined, false],
+  ['our guest', ourWasm, false],
+  [
+    'the released binary',
+    process.env.CONFIDENCE_OFFICIAL_WASM,
+    process.env.CONFIDENCE_OFFICIAL_WASM ? false : officialSkip,
+  ],
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -369,8 +376,7 @@ async function logOutage(t, wasmPath) {
 }
 
 describe('faults', { concurrency: true }, () => {
-  for (const [name, wasmPath] of modules) {
-    const skip = wasmPath ? false : 'CONFIDENCE_OFFICIAL_WASM is not set (node scripts/fetch-official-wasm.mjs)';
+  for (const [name, wasmPath, skip] of modules) {
     describe(`with ${name}`, { concurrency: true, skip }, () => {
       for (const c of cdnFaults) test(`CDN: ${c.name}`, { timeout: 40_000 }, (t) => cdnFault(t, wasmPath, c));
       test('CDN: down at start, up later', { timeout: 40_000 }, (t) => downAtStart(t, wasmPath));

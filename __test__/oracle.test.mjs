@@ -16,14 +16,20 @@ const cases = readFileSync(`${fixtures}oracle/resolve_cases.jsonl`, 'utf8')
   .filter(Boolean)
   .map((line) => JSON.parse(line));
 
-test('the oracle cases through OpenFeature give the recorded answers', async () => {
+for (const engine of ['native', 'wasm']) {
+  test(`the oracle cases through OpenFeature give the recorded answers (${engine} engine)`, () => replay(engine));
+}
+
+async function replay(engine) {
   const initialState = plainStateBody();
   const clients = new Map();
   const clientOf = async (secret) => {
     if (!clients.has(secret)) {
       clients.set(
         secret,
-        await clientFor(new ConfidenceServerProviderLocal({ flagClientSecret: secret, initialState, offline: true })),
+        await clientFor(
+          new ConfidenceServerProviderLocal({ flagClientSecret: secret, initialState, offline: true, engine }),
+        ),
       );
     }
     return clients.get(secret);
@@ -66,4 +72,4 @@ test('the oracle cases through OpenFeature give the recorded answers', async () 
   }
   assert.ok(checked > 3000, `only ${checked} evaluations were checked`);
   await OpenFeature.clearProviders();
-});
+}

@@ -276,6 +276,8 @@ test('options are validated at construction, naming the option', () => {
     [{ ...base, logger: console.log }, TypeError, /logger/],
     [{ ...base, fetch: globalThis.fetch }, TypeError, /unknown option "fetch".*cdnBaseUrl/],
     [{ ...base, wasmPath: '/nonexistent/resolver.wasm' }, TypeError, /wasmPath/],
+    [{ ...base, engine: 'v8' }, TypeError, /engine must be 'native' or 'wasm'/],
+    [{ ...base, engine: 'native', wasmPath: '/some/resolver.wasm' }, TypeError, /wasmPath.*engine: 'wasm'/],
     [{ ...base, initialState: readFileSync(new URL(import.meta.url)) }, TypeError, /initialState/],
   ];
   for (const [options, type, message] of cases) {

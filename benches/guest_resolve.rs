@@ -1,11 +1,18 @@
 //! ns per single-flag resolve through our guest and, when `CONFIDENCE_OFFICIAL_WASM` names it,
-//! through Confidence's released binary, both under the same wasmtime host in the same run.
+//! through Confidence's released binary, both under the same wasmtime host in the same run;
+//! then through the `Engine` trait as the addon calls it (request structs in, response structs
+//! out): the wasm engine (one instance, so encoding and decoding included) and the native
+//! engine with resolve logging inline and deferred to its worker thread.
 //! A benchmark, not a test: it prints figures and ratios and asserts nothing.
 //!
 //!     cargo bench --bench guest_resolve [-- --quick]
 
+use std::rc::Rc;
 use std::time::Instant;
 
+use confidence_openfeature_provider::engine::native::{NativeEngine, NativeEngineConfig};
+use confidence_openfeature_provider::engine::wasm::{WasmEngine, WasmEngineConfig};
+use confidence_openfeature_provider::engine::Engine;
 use confidence_openfeature_provider::guest::{Clock, Export, Guest, GuestModule, Limits};
 use confidence_proto::{SetResolverStateRequest, Void};
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
@@ -28,8 +35,7 @@ fn value(kind: Kind) -> Value {
 }
 
 /// The workload of the performance issue: six attributes, ~100k distinct keys, apply on.
-fn requests() -> Vec<Vec<u8>> {
-    use prost::Message;
+fn requests() -> Vec<ResolveProcessRequest> {
     (0..DISTINCT_KEYS)
         .map(|i| {
             let mut ctx = Struct::default();
@@ -47,75 +53,132 @@ fn requests() -> Vec<Vec<u8>> {
                 apply: true,
                 sdk: None,
             };
-            ResolveProcessRequest::without_materializations(req).encode_to_vec()
+            ResolveProcessRequest::without_materializations(req)
         })
         .collect()
 }
 
-fn loaded(path: &std::path::Path) -> Guest {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (run `npm run build`)", path.display()));
-    let module = GuestModule::new(&bytes).expect("compile");
-    let mut g = module.instantiate(Limits::default(), Clock::System).expect("instantiate");
-    let set = SetResolverStateRequest {
+fn fixture_state() -> SetResolverStateRequest {
+    SetResolverStateRequest {
         state: std::fs::read(fixtures().join("resolver_state_current.pb")).expect("fixture state"),
         account_id: std::fs::read_to_string(fixtures().join("account_id")).expect("account"),
         ..Default::default()
-    };
-    g.call::<Void>(Export::SetResolverState, Some(&set)).expect("set state");
+    }
+}
+
+fn read_module(path: &std::path::Path) -> GuestModule {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (run `npm run build`)", path.display()));
+    GuestModule::new(&bytes).expect("compile")
+}
+
+fn loaded(path: &std::path::Path) -> Guest {
+    let mut g = read_module(path).instantiate(Limits::default(), Clock::System).expect("instantiate");
+    g.call::<Void>(Export::SetResolverState, Some(&fixture_state())).expect("set state");
     g
 }
 
-/// One contender: a loaded guest, its framed requests and where it is in them.
+/// What a contender resolves with.
+enum Resolver {
+    /// A bare guest instance, fed pre-framed request bytes.
+    Guest { guest: Box<Guest>, framed: Vec<Vec<u8>> },
+    /// An engine, fed request structs as the addon does.
+    Engine { engine: Box<dyn Engine>, requests: Rc<Vec<ResolveProcessRequest>> },
+}
+
+/// One contender: a loaded resolver and where it is in its requests.
 struct Contender {
     name: String,
-    guest: Guest,
-    framed: Vec<Vec<u8>>,
+    resolver: Resolver,
     next: usize,
-    samples: Vec<f64>,
+    /// Per round: ns per resolve with the flushes, and without them.
+    samples: Vec<(f64, f64)>,
 }
 
 impl Contender {
-    fn new(name: &str, path: &std::path::Path, reqs: &[Vec<u8>]) -> Self {
+    fn guest(name: &str, path: &std::path::Path, reqs: &[ResolveProcessRequest]) -> Self {
         use prost::Message;
-        let framed = reqs.iter().map(|r| confidence_proto::Request { data: r.clone() }.encode_to_vec()).collect();
-        Contender { name: name.into(), guest: loaded(path), framed, next: 0, samples: Vec::new() }
+        let framed =
+            reqs.iter().map(|r| confidence_proto::Request { data: r.encode_to_vec() }.encode_to_vec()).collect();
+        let resolver = Resolver::Guest { guest: Box::new(loaded(path)), framed };
+        Contender { name: name.into(), resolver, next: 0, samples: Vec::new() }
     }
 
-    /// ns per resolve over `n` resolves (full flush every FLUSH_EVERY, as a host would).
-    fn run(&mut self, n: usize) -> f64 {
+    fn engine(name: &str, engine: Box<dyn Engine>, requests: Rc<Vec<ResolveProcessRequest>>) -> Self {
+        engine.load_state(&fixture_state()).expect("set state");
+        Contender { name: name.into(), resolver: Resolver::Engine { engine, requests }, next: 0, samples: Vec::new() }
+    }
+
+    /// ns per resolve over `n` resolves (full flush every FLUSH_EVERY, as a host would), with
+    /// and without the flushes: a host flushes on another thread, so the second figure is
+    /// what an evaluation waits for (the deferred resolve log moves work into the flushes
+    /// whenever its worker falls behind).
+    fn run(&mut self, n: usize) -> (f64, f64) {
         use prost::Message;
         let start = Instant::now();
+        let mut flushing = std::time::Duration::ZERO;
         for _ in 0..n {
-            let req = &self.framed[self.next % self.framed.len()];
-            let data = self.guest.call_raw(Export::ResolveFlags, Some(req)).expect("resolve");
-            std::hint::black_box(ResolveProcessResponse::decode(data.as_slice()).expect("decode"));
-            self.next += 1;
-            if self.next.is_multiple_of(FLUSH_EVERY) {
-                std::hint::black_box(
-                    self.guest.call::<WriteFlagLogsRequest>(Export::BoundedFlushLogs, None).expect("flush"),
-                );
+            let flush = (self.next + 1).is_multiple_of(FLUSH_EVERY);
+            match &mut self.resolver {
+                Resolver::Guest { guest, framed } => {
+                    let req = &framed[self.next % framed.len()];
+                    let data = guest.call_raw(Export::ResolveFlags, Some(req)).expect("resolve");
+                    std::hint::black_box(ResolveProcessResponse::decode(data.as_slice()).expect("decode"));
+                    if flush {
+                        let t = Instant::now();
+                        std::hint::black_box(
+                            guest.call::<WriteFlagLogsRequest>(Export::BoundedFlushLogs, None).expect("flush"),
+                        );
+                        flushing += t.elapsed();
+                    }
+                }
+                Resolver::Engine { engine, requests } => {
+                    let req = &requests[self.next % requests.len()];
+                    std::hint::black_box(engine.resolve(req).expect("resolve"));
+                    if flush {
+                        let t = Instant::now();
+                        std::hint::black_box(engine.flush_logs());
+                        flushing += t.elapsed();
+                    }
+                }
             }
+            self.next += 1;
         }
-        start.elapsed().as_nanos() as f64 / n as f64
+        let total = start.elapsed();
+        (total.as_nanos() as f64 / n as f64, (total - flushing).as_nanos() as f64 / n as f64)
+    }
+
+    fn median_of(&self, pick: impl Fn(&(f64, f64)) -> f64) -> f64 {
+        let mut s: Vec<f64> = self.samples.iter().map(pick).collect();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
     }
 
     fn median(&self) -> f64 {
-        let mut s = self.samples.clone();
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2]
+        self.median_of(|s| s.0)
+    }
+
+    fn median_without_flushes(&self) -> f64 {
+        self.median_of(|s| s.1)
     }
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, per_round) = if quick { (9, 3_000) } else { (31, 10_000) };
-    let reqs = requests();
+    let reqs = Rc::new(requests());
     let ours_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm/confidence_resolver.wasm");
     let official_path = std::env::var_os("CONFIDENCE_OFFICIAL_WASM").map(std::path::PathBuf::from);
 
-    let mut contenders = vec![Contender::new("ours", &ours_path, &reqs)];
+    let mut contenders = vec![Contender::guest("ours", &ours_path, &reqs)];
     if let Some(p) = official_path.as_deref() {
-        contenders.push(Contender::new("official", p, &reqs));
+        contenders.push(Contender::guest("official", p, &reqs));
+    }
+    let wasm_engine = WasmEngine::new(read_module(&ours_path), WasmEngineConfig { pool_size: 1, ..Default::default() });
+    contenders.push(Contender::engine("wasm_engine", Box::new(wasm_engine.expect("wasm engine")), reqs.clone()));
+    for (name, defer_resolve_log) in [("native", false), ("native_deferred", true)] {
+        let config = NativeEngineConfig { defer_resolve_log, ..Default::default() };
+        let engine = NativeEngine::new(config).expect("native engine");
+        contenders.push(Contender::engine(name, Box::new(engine), reqs.clone()));
     }
     for c in &mut contenders {
         c.run(per_round); // warm-up: JIT caches, allocator, schema sets
@@ -123,19 +186,36 @@ fn main() {
     // Rounds alternate between contenders so the machine's drift hits all of them alike.
     for _ in 0..rounds {
         for c in &mut contenders {
-            let ns = c.run(per_round);
-            c.samples.push(ns);
+            let sample = c.run(per_round);
+            c.samples.push(sample);
         }
     }
-    println!("single-flag resolve ({FLAG}, 6 attributes, {DISTINCT_KEYS} keys, apply on, wasmtime; median of {rounds} rounds)");
+    println!("single-flag resolve ({FLAG}, 6 attributes, {DISTINCT_KEYS} keys, apply on; median of {rounds} rounds)");
+    println!("  {:<16} {:>9} {:>13} {:>18}", "", "ns/resolve", "resolves/s", "without flushes");
     for c in &contenders {
-        println!("  {:<9} {:>9.0} ns/resolve  {:>8.0} resolves/s", c.name, c.median(), 1e9 / c.median());
+        println!(
+            "  {:<16} {:>9.0} {:>13.0} {:>15.0} ns",
+            c.name,
+            c.median(),
+            1e9 / c.median(),
+            c.median_without_flushes()
+        );
     }
-    match contenders.get(1) {
-        None => println!("  official  skipped: set CONFIDENCE_OFFICIAL_WASM (node scripts/fetch-official-wasm.mjs)"),
+    let median = |name: &str| contenders.iter().find(|c| c.name == name).map(Contender::median);
+    match median("official") {
+        None => {
+            println!("  official         skipped: set CONFIDENCE_OFFICIAL_WASM (node scripts/fetch-official-wasm.mjs)")
+        }
         Some(o) => println!(
-            "  ratio     {:.2}x (official time / ours; > 1 means ours is faster)",
-            o.median() / contenders[0].median()
+            "  ratio            {:.2}x (official time / ours; > 1 means ours is faster)",
+            o / contenders[0].median()
         ),
+    }
+    if let (Some(w), Some(n), Some(d)) = (median("wasm_engine"), median("native"), median("native_deferred")) {
+        println!("  native           {:.2}x faster than wasm_engine; deferred {:.2}x", w / n, w / d);
+    }
+    let path = |name: &str| contenders.iter().find(|c| c.name == name).map(Contender::median_without_flushes);
+    if let (Some(w), Some(n), Some(d)) = (path("wasm_engine"), path("native"), path("native_deferred")) {
+        println!("  without flushes  native {:.2}x faster than wasm_engine; deferred {:.2}x", w / n, w / d);
     }
 }

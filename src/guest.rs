@@ -109,7 +109,7 @@ pub enum Clock {
 }
 
 impl Clock {
-    fn now(self) -> Timestamp {
+    pub fn now(self) -> Timestamp {
         match self {
             Clock::Fixed(t) => t,
             Clock::System => {

@@ -18,19 +18,24 @@ use std::time::Duration;
 
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
     resolve_process_response, AppliedFlag, ApplyFlagsRequest, MaterializationRecord, ResolveFlagsRequest,
-    ResolveProcessRequest, ResolveReason,
+    ResolveProcessRequest, ResolveReason, ResolvedFlag,
 };
 use confidence_resolver::proto::google::Timestamp;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use sha2::{Digest, Sha256};
 
+use engine::native::{NativeEngine, NativeEngineConfig};
 use engine::wasm::{WasmEngine, WasmEngineConfig};
 use engine::{Engine, EngineError};
 use guest::GuestModule;
 use log_upload::UploadConfig;
 use resolver_host::{HostConfig, HostError, ResolverHost};
 use state_sync::SyncConfig;
+
+/// See Cargo.toml: the evaluation path and the resolve-log thread hand allocations across.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Version of the pinned `confidence_resolver` crate that defines our resolution semantics.
 #[napi]
@@ -115,6 +120,20 @@ fn module_for(path: &str) -> Result<GuestModule> {
     Ok(module)
 }
 
+/// The engine named by the `engine` option. Native is the default without a module: same answers and logs as
+/// the guest (differential suites in `tests/engine_native.rs`), no module to compile at start,
+/// and several times cheaper per evaluation (`npm run bench`).
+fn build_engine(engine: Option<&str>, wasm_path: Option<&str>) -> Result<Arc<dyn Engine>> {
+    let default = if wasm_path.is_some() { "wasm" } else { "native" };
+    match (engine.unwrap_or(default), wasm_path) {
+        ("native", None) => Ok(Arc::new(NativeEngine::new(NativeEngineConfig::default())?)),
+        ("native", Some(_)) => Err(err(Code::InvalidOption, "wasmPath needs engine: 'wasm'")),
+        ("wasm", Some(path)) => Ok(Arc::new(WasmEngine::new(module_for(path)?, WasmEngineConfig::default())?)),
+        ("wasm", None) => Err(err(Code::InvalidOption, "engine 'wasm' needs a wasmPath")),
+        (other, _) => Err(err(Code::InvalidOption, format!("engine must be 'native' or 'wasm', got {other:?}"))),
+    }
+}
+
 /// Compiles and validates a resolver module: returns its exports when `wasm` has Confidence's
 /// guest ABI, throws a readable error otherwise (not wasm, missing exports, unknown imports).
 #[napi]
@@ -127,8 +146,11 @@ pub fn validate_resolver_module(wasm: Buffer) -> Result<Vec<String>> {
 #[napi(object)]
 pub struct NativeOptions {
     pub flag_client_secret: String,
-    /// The resolver module to run (the package passes its bundled guest by default).
-    pub wasm_path: String,
+    /// `"native"` (the crate linked into the addon) or `"wasm"` (a guest module run by
+    /// wasmtime). Default: `wasm` when `wasmPath` is given, else `native`.
+    pub engine: Option<String>,
+    /// The resolver module of the `wasm` engine (the package passes its bundled guest).
+    pub wasm_path: Option<String>,
     /// 64 hex characters: fetch the encrypted state and decrypt it.
     pub encryption_key: Option<String>,
     pub cdn_base_url: Option<String>,
@@ -219,6 +241,19 @@ fn native_record(r: MaterializationRecord) -> NativeMaterialization {
     NativeMaterialization { unit: r.unit, materialization: r.materialization, rule: r.rule, variant: r.variant }
 }
 
+fn native_flag(f: ResolvedFlag) -> NativeResolvedFlag {
+    NativeResolvedFlag {
+        reason: ResolveReason::try_from(f.reason)
+            .map(|r| r.as_str_name().to_string())
+            .unwrap_or_else(|_| "RESOLVE_REASON_UNSPECIFIED".into()),
+        value_json: f.value.as_ref().map(|v| context::from_struct(v).to_string()),
+        flag: f.flag,
+        variant: f.variant,
+        should_apply: f.should_apply,
+        assignment_origin: f.assignment_origin,
+    }
+}
+
 fn record(r: NativeMaterialization) -> MaterializationRecord {
     MaterializationRecord { unit: r.unit, materialization: r.materialization, rule: r.rule, variant: r.variant }
 }
@@ -237,8 +272,7 @@ impl NativeResolver {
     }
 
     fn build(options: NativeOptions) -> Result<Self> {
-        let module = module_for(&options.wasm_path)?;
-        let engine: Arc<dyn Engine> = Arc::new(WasmEngine::new(module, WasmEngineConfig::default())?);
+        let engine = build_engine(options.engine.as_deref(), options.wasm_path.as_deref())?;
         let mut sync = SyncConfig::new(options.flag_client_secret.clone());
         if let Some(url) = options.cdn_base_url {
             sync.cdn_base_url = url;
@@ -283,6 +317,22 @@ impl NativeResolver {
         let request = ResolveProcessRequest::without_materializations(self.request(flags, &context_json, apply)?);
         match self.step(&request)? {
             NativeResolveStep { resolved: Some(resolved), .. } => Ok(resolved),
+            _ => Err(err(Code::Resolver, "the resolver asked for materializations without a store")),
+        }
+    }
+
+    /// The hot path of one evaluation: `flag` (`flags/<name>`) resolved for a context given as
+    /// JSON, or `null` when the client has no such flag. Like `resolve` without the resolve id
+    /// and token, which a single evaluation never needs (they cost a Buffer per call).
+    #[napi(catch_unwind)]
+    pub fn evaluate(&self, flag: String, context_json: String, apply: bool) -> Result<Option<NativeResolvedFlag>> {
+        let request =
+            ResolveProcessRequest::without_materializations(self.request(vec![flag], &context_json, apply)?);
+        let response = self.host.engine().resolve(&request)?;
+        match response.result {
+            Some(resolve_process_response::Result::Resolved(r)) => {
+                Ok(r.response.unwrap_or_default().resolved_flags.into_iter().next().map(native_flag))
+            }
             _ => Err(err(Code::Resolver, "the resolver asked for materializations without a store")),
         }
     }
@@ -332,20 +382,7 @@ impl NativeResolver {
             None => return Err(err(Code::Resolver, "the resolver returned an empty response")),
         };
         let response = resolved.response.unwrap_or_default();
-        let flags = response
-            .resolved_flags
-            .into_iter()
-            .map(|f| NativeResolvedFlag {
-                reason: ResolveReason::try_from(f.reason)
-                    .map(|r| r.as_str_name().to_string())
-                    .unwrap_or_else(|_| "RESOLVE_REASON_UNSPECIFIED".into()),
-                value_json: f.value.as_ref().map(|v| context::from_struct(v).to_string()),
-                flag: f.flag,
-                variant: f.variant,
-                should_apply: f.should_apply,
-                assignment_origin: f.assignment_origin,
-            })
-            .collect();
+        let flags = response.resolved_flags.into_iter().map(native_flag).collect();
         Ok(NativeResolveStep {
             resolved: Some(NativeResolveResult {
                 resolve_id: response.resolve_id,
@@ -377,6 +414,16 @@ impl NativeResolver {
     #[napi(catch_unwind)]
     pub fn register_resolve(&self, reason: i32, latency_us: u32) {
         self.host.engine().register_resolve(reason, latency_us);
+    }
+
+    /// Telemetry for many evaluations at once: `(reason, latencyUs)` pairs, so the provider
+    /// crosses into Rust once per batch instead of once per evaluation. Best effort.
+    #[napi(catch_unwind)]
+    pub fn register_resolves(&self, pairs: Uint32Array) {
+        let engine = self.host.engine();
+        for pair in pairs.chunks_exact(2) {
+            engine.register_resolve(pair[0] as i32, pair[1]);
+        }
     }
 
     /// Uploads everything logged so far; resolves with the number of batches sent.

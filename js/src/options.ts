@@ -21,7 +21,13 @@ export interface ProviderOptions {
   enableApplyDedup?: boolean;
   /** Never log exposures (assignments); resolve logs and telemetry still flow (default false). */
   disableExposureCollection?: boolean;
-  /** Another resolver module with Confidence's guest ABI (default: the one in this package). */
+  /**
+   * How flags are resolved: `'native'` (default) runs Confidence's resolver crate linked into
+   * the addon; `'wasm'` runs a resolver WebAssembly module in wasmtime (this package's, or
+   * `wasmPath`). Both give the same answers and logs; native is several times faster.
+   */
+  engine?: 'native' | 'wasm';
+  /** A resolver module with Confidence's guest ABI for the wasm engine (implies `engine: 'wasm'`). */
   wasmPath?: string;
   /** Where states are fetched (default `https://confidence-resolver-state-cdn.spotifycdn.com`). */
   cdnBaseUrl?: string;
@@ -47,6 +53,7 @@ export interface ResolvedOptions {
   materializationStore: MaterializationStore | undefined;
   enableApplyDedup: boolean;
   disableExposureCollection: boolean;
+  engine: 'native' | 'wasm';
   wasmPath: string | undefined;
   cdnBaseUrl: string | undefined;
   apiBaseUrl: string | undefined;
@@ -65,6 +72,7 @@ const KNOWN = new Set([
   'materializationStore',
   'enableApplyDedup',
   'disableExposureCollection',
+  'engine',
   'wasmPath',
   'cdnBaseUrl',
   'apiBaseUrl',
@@ -178,6 +186,14 @@ export function resolveOptions(input: ProviderOptions): ResolvedOptions {
   ) {
     throw new TypeError('materializationStore must be an object with a readMaterializations(ops) method');
   }
+  const wasmPath = optionalString(options, 'wasmPath');
+  const engine = options.engine ?? (wasmPath === undefined ? 'native' : 'wasm');
+  if (engine !== 'native' && engine !== 'wasm') {
+    throw new TypeError(`engine must be 'native' or 'wasm', got ${describe(engine)}`);
+  }
+  if (engine === 'native' && wasmPath !== undefined) {
+    throw new TypeError("wasmPath runs a resolver module: it needs engine: 'wasm' (or no engine option)");
+  }
   const logger = options.logger;
   if (
     logger !== undefined &&
@@ -196,7 +212,8 @@ export function resolveOptions(input: ProviderOptions): ResolvedOptions {
     materializationStore: store as MaterializationStore | undefined,
     enableApplyDedup: optionalBoolean(options, 'enableApplyDedup'),
     disableExposureCollection: optionalBoolean(options, 'disableExposureCollection'),
-    wasmPath: optionalString(options, 'wasmPath'),
+    engine,
+    wasmPath,
     cdnBaseUrl: url(options, 'cdnBaseUrl'),
     apiBaseUrl: url(options, 'apiBaseUrl'),
     initialState: initialState as Uint8Array | undefined,

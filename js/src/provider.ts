@@ -71,6 +71,8 @@ export interface BulkResolveOptions {
 export const nativeHandle = Symbol('confidence.native');
 
 const CLOSE_TIMEOUT_MS = 3000;
+/** Evaluations whose telemetry is handed to the resolver in one call. */
+const TELEMETRY_BATCH = 256;
 
 type Outcome<T> = { details: ResolutionDetails<T>; telemetry: number };
 type Prepared = { key: FlagKey; json: string; apply: boolean };
@@ -86,6 +88,9 @@ export class ConfidenceServerProviderLocal implements Provider {
   private readonly watcher: StateWatcher;
   private readonly logger: Logger;
   private warnedNoWrite = false;
+  /** Telemetry of recent evaluations as `(reason, latencyUs)` pairs, sent in batches. */
+  private readonly pendingTelemetry = new Uint32Array(TELEMETRY_BATCH * 2);
+  private pendingPairs = 0;
 
   constructor(options: ProviderOptions) {
     this.options = resolveOptions(options);
@@ -94,7 +99,8 @@ export class ConfidenceServerProviderLocal implements Provider {
     try {
       this.native = new binding.NativeResolver({
         flagClientSecret: o.flagClientSecret,
-        wasmPath: o.wasmPath ?? bundledWasmPath,
+        engine: o.engine,
+        wasmPath: o.engine === 'wasm' ? (o.wasmPath ?? bundledWasmPath) : undefined,
         encryptionKey: o.encryptionKey,
         cdnBaseUrl: o.cdnBaseUrl,
         apiBaseUrl: o.apiBaseUrl,
@@ -117,11 +123,12 @@ export class ConfidenceServerProviderLocal implements Provider {
           : undefined;
       throw new TypeError(option ? `${option}: ${message}` : message, { cause: e });
     }
-    this.watcher = new StateWatcher(this.native, this.events, this.options);
+    this.watcher = new StateWatcher(this.native, this.events, this.options, () => this.flushTelemetry());
   }
 
-  /** The native resolver, for the test kit. */
+  /** The native resolver, for the test kit (with the buffered telemetry handed over first). */
   get [nativeHandle](): NativeResolver {
+    this.flushTelemetry();
     return this.native;
   }
 
@@ -150,6 +157,7 @@ export class ConfidenceServerProviderLocal implements Provider {
   /** Stops background work and uploads the remaining logs (bounded by 3 s). */
   async onClose(): Promise<void> {
     this.watcher.stop();
+    this.flushTelemetry();
     try {
       await this.native.close(CLOSE_TIMEOUT_MS);
     } catch (e) {
@@ -245,6 +253,7 @@ export class ConfidenceServerProviderLocal implements Provider {
 
   /** Uploads everything logged so far (the provider also does this every `flushInterval`). */
   async flush(): Promise<void> {
+    this.flushTelemetry();
     await this.native.flush();
   }
 
@@ -313,8 +322,8 @@ export class ConfidenceServerProviderLocal implements Provider {
       outcome = request;
     } else {
       try {
-        const result = this.native.resolve([`flags/${request.key.name}`], request.json, request.apply);
-        outcome = this.settle(request.key, result, defaultValue, type);
+        const flag = this.native.evaluate(`flags/${request.key.name}`, request.json, request.apply);
+        outcome = toDetails(request.key, flag ?? undefined, defaultValue, type, this.watcher.metadata());
       } catch (e) {
         outcome = failed(e, defaultValue);
       }
@@ -404,7 +413,22 @@ export class ConfidenceServerProviderLocal implements Provider {
 
   private telemetry(reason: number, started: number): void {
     const micros = Math.min(0xffffffff, Math.round((performance.now() - started) * 1000));
-    this.native.registerResolve(reason, micros);
+    const t = this.pendingTelemetry;
+    t[this.pendingPairs * 2] = reason;
+    t[this.pendingPairs * 2 + 1] = micros;
+    if (++this.pendingPairs === TELEMETRY_BATCH) this.flushTelemetry();
+  }
+
+  /** Hands buffered telemetry to the resolver (also on every state-watch tick, flush and close). */
+  private flushTelemetry(): void {
+    if (this.pendingPairs === 0) return;
+    const pairs = this.pendingTelemetry.subarray(0, this.pendingPairs * 2);
+    this.pendingPairs = 0;
+    try {
+      this.native.registerResolves(pairs);
+    } catch {
+      // best effort, like the resolver's own telemetry
+    }
   }
 }
 

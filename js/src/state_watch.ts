@@ -24,6 +24,8 @@ export class StateWatcher {
     private readonly native: NativeResolver,
     private readonly events: OpenFeatureEventEmitter,
     private readonly options: ResolvedOptions,
+    /** Runs first on every tick: the provider hands its buffered telemetry over. */
+    private readonly onTick: () => void = () => {},
   ) {}
 
   /** Metadata every evaluation carries: the ETag of the state in force (refreshed each tick). */
@@ -72,6 +74,7 @@ export class StateWatcher {
 
   private tick(): void {
     try {
+      this.onTick();
       if (this.phase === 'NOT_READY') return; // initialize has not finished
       if (this.phase === 'ERROR') {
         if (!this.native.status().ready) return;

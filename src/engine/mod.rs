@@ -1,11 +1,14 @@
 //! The resolver behind one small trait, so sync, upload and the JS surface never care whether
-//! flags are resolved by a wasm guest (`wasm.rs`) or by the crate linked in directly.
+//! flags are resolved by a wasm guest (`wasm.rs`) or by the crate linked in directly
+//! (`native.rs`). Both run the same operations (crate `confidence-resolver-core`).
 
+mod deferred_log;
+pub mod native;
 pub mod wasm;
 
 use confidence_proto::SetResolverStateRequest;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
-    ApplyFlagsRequest, ResolveProcessRequest, ResolveProcessResponse,
+    ApplyFlagsRequest, ResolveProcessRequest, ResolveProcessResponse, WriteFlagLogsRequest,
 };
 
 use crate::guest::GuestError;
@@ -18,8 +21,10 @@ pub enum EngineError {
     /// The resolver refused the input (unknown secret, bad continuation, ...).
     #[error("{0}")]
     Resolver(String),
-    /// The guest trapped, timed out or broke the ABI; its instance has been replaced.
-    #[error("resolver instance failed and was replaced: {0}")]
+    /// The resolver failed inside: a wasm guest trapped, timed out or broke the ABI (its
+    /// instance has been replaced), or the natively linked crate panicked (caught; the engine
+    /// keeps its state and serves on).
+    #[error("resolver crashed: {0}")]
     Crashed(String),
     /// A new instance could not be created (module or memory limits).
     #[error("cannot create a resolver instance: {0}")]
@@ -35,6 +40,22 @@ impl From<GuestError> for EngineError {
             e => EngineError::Instance(e.to_string()),
         }
     }
+}
+
+/// Flush calls per drain at most; each returns up to ~4 MiB of exposures.
+pub(crate) const MAX_DRAIN_ROUNDS: usize = 64;
+/// A flush answer this large means the resolver stopped at its ~4 MiB batch bound and more
+/// may be waiting (RESOLVER-LOGS.md §4.6).
+pub(crate) const FULL_BATCH_BYTES: usize = 3 << 20;
+
+/// Whether a flush result carries anything worth an upload.
+pub(crate) fn worth_uploading(batch: &WriteFlagLogsRequest) -> bool {
+    let telemetry =
+        batch.telemetry_data.as_ref().is_some_and(|t| t.resolve_latency.is_some() || !t.resolve_rate.is_empty());
+    !batch.flag_assigned.is_empty()
+        || !batch.client_resolve_info.is_empty()
+        || !batch.flag_resolve_info.is_empty()
+        || telemetry
 }
 
 /// What an engine reports about itself, merged into the host's metrics.

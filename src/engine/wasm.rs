@@ -21,18 +21,13 @@ use confidence_resolver::proto::confidence::flags::resolver::v1::{
 };
 use prost::Message;
 
-use super::{Engine, EngineError, EngineMetrics};
+use super::{worth_uploading, Engine, EngineError, EngineMetrics, FULL_BATCH_BYTES, MAX_DRAIN_ROUNDS};
 use crate::guest::{Clock, ErasedMessage, Export, Guest, GuestError, GuestModule, Limits};
 
 /// How far an instance's linear memory may grow before `maintain` replaces it.
 pub const DEFAULT_RECYCLE_MEMORY_BYTES: u64 = 128 << 20;
 /// Instances per engine: one for evaluations while another is flushed.
 pub const DEFAULT_POOL_SIZE: usize = 2;
-/// Flushes per instance and drain at most; each returns up to ~4 MiB of exposures.
-const MAX_DRAIN_ROUNDS: usize = 64;
-/// A flush answer this large means the guest stopped at its ~4 MiB batch bound and more may
-/// be waiting (RESOLVER-LOGS.md §4.6).
-const FULL_BATCH_BYTES: usize = 3 << 20;
 
 #[derive(Clone, Debug)]
 pub struct WasmEngineConfig {
@@ -80,16 +75,6 @@ pub struct WasmEngine {
 /// replaced by the trap path if it misbehaves, so carrying on is sound.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Whether a flush result carries anything worth an upload.
-fn worth_uploading(batch: &WriteFlagLogsRequest) -> bool {
-    let telemetry =
-        batch.telemetry_data.as_ref().is_some_and(|t| t.resolve_latency.is_some() || !t.resolve_rate.is_empty());
-    !batch.flag_assigned.is_empty()
-        || !batch.client_resolve_info.is_empty()
-        || !batch.flag_resolve_info.is_empty()
-        || telemetry
 }
 
 impl WasmEngine {

@@ -1,0 +1,222 @@
+//! Resolve logging off the evaluation path, for the native engine.
+//!
+//! Inside every resolve the crate calls its resolve logger, which derives the context's schema
+//! (most of a small resolve's time). This sink instead keeps an owned copy of that call and a
+//! worker thread makes the very same call on the very same logger later: the logs' content is
+//! unchanged, only when it is aggregated moves. A flush first drains the queue (and waits for
+//! the batch the worker holds), so it contains every resolve logged before it. When the queue
+//! is full the resolve is logged inline rather than dropped. The one visible difference: past
+//! 50 distinct schemas per credential and flush, which schemas the crate's sample keeps is
+//! random (RESOLVER-LOGS.md §4.4) and now drawn on another thread.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use confidence_resolver::proto::google::Struct;
+use confidence_resolver::{Client, ResolvedValue, ResolverState};
+use confidence_resolver_core::{log_resolve_to, CoreResolveLogger, ResolveLogSink};
+
+/// One resolve's logger call, owned.
+struct Job {
+    /// Borrow from `state` (checked in [`Job::capture`]); declared before it, so dropped first.
+    values: Vec<ResolvedValue<'static>>,
+    client: &'static Client,
+    context: Struct,
+    resolve_id: String,
+    /// Never read: keeps what `values` and `client` point into alive and unchanged.
+    _state: Arc<ResolverState>,
+}
+
+impl Job {
+    /// `None` when `values` or `client` do not live inside `state` (then only an inline call
+    /// is sound).
+    fn capture(
+        state: &Arc<ResolverState>,
+        resolve_id: &str,
+        context: &Struct,
+        values: &[ResolvedValue<'_>],
+        client: &Client,
+    ) -> Option<Job> {
+        let inside = values.iter().all(|v| state.flags.get(&v.flag.name).is_some_and(|f| std::ptr::eq(f, v.flag)))
+            && state.secrets.values().any(|c| std::ptr::eq(c, client));
+        if !inside {
+            return None;
+        }
+        let values = values
+            .iter()
+            .map(|v| {
+                // SAFETY: only the lifetime changes. Every `flag` reference points into
+                // `state.flags` (checked above); `state` is an immutable `ResolverState`
+                // behind an `Arc` the job owns and drops last, so the references stay valid
+                // for as long as the job exists, and they never leave it with 'static.
+                unsafe { std::mem::transmute::<ResolvedValue<'_>, ResolvedValue<'static>>(v.clone()) }
+            })
+            .collect();
+        // SAFETY: as above, `client` is an entry of `state.secrets` (checked above).
+        let client = unsafe { &*(client as *const Client) };
+        Some(Job {
+            values,
+            client,
+            context: context.clone(),
+            resolve_id: resolve_id.to_string(),
+            _state: state.clone(),
+        })
+    }
+
+    fn log(&self, logger: &CoreResolveLogger) {
+        log_resolve_to(logger, &self.resolve_id, &self.context, &self.values, self.client);
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// The worker sleeps and needs a wake-up for the next job.
+    idle: bool,
+    /// The worker is logging a batch it took out of `jobs`.
+    busy: bool,
+    /// Batches the worker has finished, so a drain can wait for the one in progress.
+    batches: u64,
+    stop: bool,
+}
+
+/// How resolves reached the logger, for metrics and tests.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Handed to the worker.
+    pub(crate) deferred: AtomicU64,
+    /// Logged inline instead: the queue was full (or the call could not be captured).
+    pub(crate) inline: AtomicU64,
+}
+
+struct Shared {
+    logger: Arc<CoreResolveLogger>,
+    capacity: usize,
+    counters: Arc<Counters>,
+    queue: Mutex<Queue>,
+    work: Condvar,
+    progress: Condvar,
+}
+
+/// Nothing behind these locks is left half-changed by a panic, so a poisoned lock is usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Logs `jobs`; a panic inside the crate costs that job's log, never the thread.
+    fn log(&self, jobs: Vec<Job>) {
+        for job in jobs {
+            let _ = catch_unwind(AssertUnwindSafe(|| job.log(&self.logger)));
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            let batch = {
+                let mut q = lock(&self.queue);
+                while q.jobs.is_empty() && !q.stop {
+                    q.idle = true;
+                    q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                q.idle = false;
+                if q.stop {
+                    return;
+                }
+                q.busy = true;
+                std::mem::take(&mut q.jobs)
+            };
+            self.log(batch);
+            let mut q = lock(&self.queue);
+            q.busy = false;
+            q.batches = q.batches.wrapping_add(1);
+            self.progress.notify_all();
+        }
+    }
+}
+
+/// A [`ResolveLogSink`] with one worker thread and a bounded queue.
+pub(crate) struct DeferredResolveLog {
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl DeferredResolveLog {
+    pub(crate) fn spawn(
+        logger: Arc<CoreResolveLogger>,
+        capacity: usize,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            logger,
+            capacity: capacity.max(1),
+            counters,
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+        });
+        let worker = {
+            let shared = shared.clone();
+            std::thread::Builder::new().name("confidence-resolve-log".into()).spawn(move || shared.run())?
+        };
+        Ok(DeferredResolveLog { shared, worker: Some(worker) })
+    }
+}
+
+impl ResolveLogSink for DeferredResolveLog {
+    fn defer(
+        &self,
+        state: &Arc<ResolverState>,
+        resolve_id: &str,
+        context: &Struct,
+        values: &[ResolvedValue<'_>],
+        client: &Client,
+    ) -> bool {
+        let inline = || {
+            self.shared.counters.inline.fetch_add(1, Ordering::Relaxed);
+            false
+        };
+        let Some(job) = Job::capture(state, resolve_id, context, values, client) else { return inline() };
+        let mut q = lock(&self.shared.queue);
+        if q.stop || q.jobs.len() >= self.shared.capacity {
+            drop(q);
+            return inline();
+        }
+        q.jobs.push(job);
+        if q.idle {
+            q.idle = false;
+            self.shared.work.notify_one();
+        }
+        drop(q);
+        self.shared.counters.deferred.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn drain(&self) {
+        let (jobs, running) = {
+            let mut q = lock(&self.shared.queue);
+            (std::mem::take(&mut q.jobs), q.busy.then_some(q.batches))
+        };
+        // The flushing thread logs what is still queued itself, next to the worker.
+        self.shared.log(jobs);
+        if let Some(batch) = running {
+            let mut q = lock(&self.shared.queue);
+            while q.batches == batch {
+                q = self.shared.progress.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+}
+
+impl Drop for DeferredResolveLog {
+    /// Stops the worker; resolves still queued are dropped with the engine's logs.
+    fn drop(&mut self) {
+        lock(&self.shared.queue).stop = true;
+        self.shared.work.notify_all();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}

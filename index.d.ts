@@ -189,6 +189,13 @@ export interface NativeOptions {
   /** A `ClientResolverState` as the CDN serves it (encrypted when a key is given). */
   initialState?: Buffer
   offline?: boolean
+  /** Fetch states but never upload logs, exposures or telemetry. */
+  disableLogUpload?: boolean
+  /**
+   * Bound of one HTTP request (state fetch or log upload); default 10 s for states and 5 s
+   * for uploads (HOST.md §B, §C).
+   */
+  requestTimeoutMs?: number
   enableApplyDedup?: boolean
   disableExposureCollection?: boolean
   sdkVersion?: string

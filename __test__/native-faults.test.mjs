@@ -6,8 +6,8 @@
 // loses and duplicates no exposure, and close() delivers the last batch, also while an upload
 // is in flight. close() stays bounded while requests hang.
 //
-// Every case has its own fake (faults are server-wide) and the cases run concurrently: the
-// slowest waits out the 10 s request timeout, which NativeOptions does not expose.
+// Every case has its own fake (faults are server-wide) and the cases run concurrently; the slow
+// answer case shortens the request timeout (requestTimeoutMs) to keep the suite quick.
 import assert from 'node:assert/strict';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -208,9 +208,10 @@ const cdnFaults = [
   },
   {
     name: 'an answer slower than the request timeout',
-    fault: { type: 'fail_next', n: 1, fault: { type: 'slow', ms: 11_000 } },
+    fault: { type: 'fail_next', n: 1, fault: { type: 'slow', ms: 4000 } },
     error: /timed out/,
-    waitMs: 20_000,
+    extra: { requestTimeoutMs: 1000 },
+    waitMs: 10_000,
   },
   { name: 'a truncated body', fault: 'truncate', error: /state body incomplete/, retried: true },
   { name: 'garbage bytes', fault: 'garbage', error: /cannot decrypt state/ },
@@ -222,8 +223,8 @@ const cdnFaults = [
  * Initialized on A; then the fault, with B waiting behind it (for `broken`, the broken body is
  * served as the new state); then the fault ends and B must be swapped in.
  */
-async function cdnFault(t, wasmPath, { fault, broken, error, retried, waitMs = 5000 }) {
-  const { fake, r } = await started(t, wasmPath);
+async function cdnFault(t, wasmPath, { fault, broken, error, retried, extra, waitMs = 5000 }) {
+  const { fake, r } = await started(t, wasmPath, extra);
   await within(10_000, r.initialize(5000), 'initialize');
   assert.deepEqual(answers(r), answersA);
   const healthy = r.status();

@@ -24,6 +24,8 @@ after(async () => {
   fake.stop();
 });
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
 const provider = (extra = {}) =>
   new ConfidenceServerProviderLocal({
     flagClientSecret: secret,
@@ -215,6 +217,24 @@ test('bulk resolve answers many flags from one state; applyFlag logs one exposur
   assert.deepEqual([bad.errorCode, Object.keys(bad.flags).length], [ErrorCode.INVALID_CONTEXT, 0]);
 });
 
+test('disableLogUpload: fresh state from the CDN, and no log leaves, not even on close', async () => {
+  const p = provider({ disableLogUpload: true, flushInterval: 1000 });
+  const client = await clientFor(p);
+  for (let i = 0; i < 10; i++) {
+    const d = await client.getBooleanDetails('fallthrough-test-2.enabled', false, { visitor_id: `quiet-${i}` });
+    assert.equal(d.errorCode, undefined, d.errorMessage);
+  }
+  await sleep(1500); // a flush round
+  await p.flush();
+  await p.onClose();
+  const quiet = (await fake.logs())
+    .flatMap((log) => JSON.parse(decodeFlagLogs(Buffer.from(log.body, 'base64'))).flagAssigned)
+    .flatMap((a) => a.flags.map((f) => f.targetingKey))
+    .filter((key) => key.startsWith('quiet-'));
+  assert.deepEqual(quiet, [], 'no exposure of this provider was uploaded');
+  assert.match(p.metrics(), /confidence_state_fetches_total\S* [1-9]/, 'states were fetched');
+});
+
 test('logs reach the server by close, and close lets the process go', async () => {
   await fake.control({ cmd: 'clear_logs' });
   const p = provider({ flushInterval: 3_600_000 });
@@ -277,6 +297,8 @@ test('options are validated at construction, naming the option', () => {
     [{ ...base, fetch: globalThis.fetch }, TypeError, /unknown option "fetch".*cdnBaseUrl/],
     [{ ...base, wasmPath: '/nonexistent/resolver.wasm' }, TypeError, /wasmPath/],
     [{ ...base, engine: 'v8' }, TypeError, /engine must be 'native' or 'wasm'/],
+    [{ ...base, requestTimeout: 0 }, RangeError, /requestTimeout/],
+    [{ ...base, disableLogUpload: 'yes' }, TypeError, /disableLogUpload/],
     [{ ...base, engine: 'native', wasmPath: '/some/resolver.wasm' }, TypeError, /wasmPath.*engine: 'wasm'/],
     [{ ...base, initialState: readFileSync(new URL(import.meta.url)) }, TypeError, /initialState/],
   ];

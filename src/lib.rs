@@ -160,6 +160,11 @@ pub struct NativeOptions {
     /// A `ClientResolverState` as the CDN serves it (encrypted when a key is given).
     pub initial_state: Option<Buffer>,
     pub offline: Option<bool>,
+    /// Fetch states but never upload logs, exposures or telemetry.
+    pub disable_log_upload: Option<bool>,
+    /// Bound of one HTTP request (state fetch or log upload); default 10 s for states and 5 s
+    /// for uploads (HOST.md §B, §C).
+    pub request_timeout_ms: Option<u32>,
     pub enable_apply_dedup: Option<bool>,
     pub disable_exposure_collection: Option<bool>,
     pub sdk_version: Option<String>,
@@ -282,6 +287,11 @@ impl NativeResolver {
                 Some(key.parse().map_err(|e| err(Code::InvalidOption, format!("encryptionKey: {e}")))?);
         }
         let mut upload = UploadConfig::new(options.flag_client_secret.clone());
+        if let Some(ms) = options.request_timeout_ms {
+            let timeout = Duration::from_millis(u64::from(ms.max(1)));
+            sync.request_timeout = timeout;
+            upload.request_timeout = timeout;
+        }
         if let Some(url) = options.api_base_url {
             upload.api_base_url = url;
         }
@@ -294,6 +304,7 @@ impl NativeResolver {
             enable_apply_dedup: options.enable_apply_dedup.unwrap_or(false),
             disable_exposure_collection: options.disable_exposure_collection.unwrap_or(false),
             offline: options.offline.unwrap_or(false),
+            disable_log_upload: options.disable_log_upload.unwrap_or(false),
             initial_state: options.initial_state.map(|b| b.to_vec()),
         };
         let host = ResolverHost::new(engine, config)?;

@@ -41,8 +41,19 @@ pub struct HostConfig {
     pub disable_exposure_collection: bool,
     /// Never open a connection: resolve from `initial_state` only, keep logs in the backlog.
     pub offline: bool,
+    /// Zero egress for logs: states are fetched as usual, but resolve logs, exposures and
+    /// telemetry are never uploaded; they wait in the bounded backlog, as offline (where the
+    /// test kit can read them), oldest dropped and counted when it is full.
+    pub disable_log_upload: bool,
     /// A `ClientResolverState` as the CDN serves it (encrypted when a key is configured).
     pub initial_state: Option<Vec<u8>>,
+}
+
+impl HostConfig {
+    /// Whether logs are ever sent (not offline, uploads not disabled).
+    pub fn uploads(&self) -> bool {
+        !self.offline && !self.disable_log_upload
+    }
 }
 
 /// Applies fetched states to the engine and keeps the uploader's route in step.
@@ -192,7 +203,7 @@ impl ResolverHost {
             self.engine.clone(),
             self.uploader.clone(),
             self.config.flush_interval,
-            !self.config.offline,
+            self.config.uploads(),
             shutdown,
         )));
         *tasks = Some(Tasks { stop, handles });
@@ -207,7 +218,7 @@ impl ResolverHost {
     /// Drains the engine and uploads everything now (also with the flush loop running).
     pub async fn flush(&self) -> Result<usize, UploadError> {
         self.drain_engine().await;
-        if self.config.offline {
+        if !self.config.uploads() {
             return Ok(0);
         }
         self.uploader.flush().await

@@ -40,6 +40,7 @@ fn config(server: &FakeConfidence) -> HostConfig {
         enable_apply_dedup: false,
         disable_exposure_collection: false,
         offline: false,
+        disable_log_upload: false,
         initial_state: None,
     }
 }
@@ -108,6 +109,28 @@ async fn a_cdn_outage_at_start_delays_readiness_until_it_ends() {
         assert_eq!(exposures(&server), 10, "{name}");
         same.check(name, answers);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_log_upload_disabled_states_arrive_but_no_log_leaves() {
+    let server = FakeConfidence::start().await.unwrap();
+    server.set_state(secret_digest(FIXTURE_SECRET), fixture_payload(&fixture_account()), "\"v1\"");
+    let h = host(ours(), HostConfig { disable_log_upload: true, ..config(&server) });
+    h.start().unwrap();
+    h.wait_ready(Duration::from_secs(5)).await.unwrap();
+    for i in 0..25 {
+        evaluate(&h, i);
+    }
+    // Several flush rounds, an explicit flush and close: nothing is sent.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(h.flush().await.unwrap(), 0);
+    h.close(Duration::from_secs(3)).await.unwrap();
+    assert!(server.counters(Route::Cdn).requests >= 1, "states are still fetched");
+    assert_eq!(server.received_logs().len(), 0, "no log upload with disable_log_upload");
+    // What would have been sent is kept (bounded) rather than silently lost.
+    let kept: usize =
+        h.take_logs().await.iter().map(|b| WriteFlagLogsRequest::decode(b.as_ref()).unwrap().flag_assigned.len()).sum();
+    assert_eq!(kept, 25);
 }
 
 /// Contexts that reach every rule of the demo state's `new-ui` flag.

@@ -488,6 +488,7 @@ async fn an_offline_host_serves_a_test_state_and_the_demo_state() {
             enable_apply_dedup: false,
             disable_exposure_collection: false,
             offline: true,
+            disable_log_upload: false,
             initial_state: Some(payload),
         };
         let engine: Arc<dyn Engine> = Arc::new(WasmEngine::new(ours().clone(), WasmEngineConfig::default()).unwrap());

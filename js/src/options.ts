@@ -37,6 +37,14 @@ export interface ProviderOptions {
   initialState?: Uint8Array;
   /** Never open a connection: resolve from `initialState` only (logs are kept, not sent). */
   offline?: boolean;
+  /**
+   * Zero egress for logs: fetch fresh states, but never send resolve logs, exposures or
+   * telemetry (previews, CI, jobs that must not emit). Unlike `disableExposureCollection`,
+   * nothing at all is uploaded. Default false.
+   */
+  disableLogUpload?: boolean;
+  /** Bound of one HTTP request, in ms (default 10 000 for state fetches, 5000 for log uploads). */
+  requestTimeout?: number;
   /** Emit PROVIDER_STALE when no fresh state arrived for this long, in ms (default 5 × stateUpdateInterval). */
   staleAfter?: number;
   /** Where the provider reports warnings (default: `console` for warn and error). */
@@ -59,6 +67,8 @@ export interface ResolvedOptions {
   apiBaseUrl: string | undefined;
   initialState: Uint8Array | undefined;
   offline: boolean;
+  disableLogUpload: boolean;
+  requestTimeout: number | undefined;
   staleAfter: number;
   logger: Logger;
 }
@@ -78,6 +88,8 @@ const KNOWN = new Set([
   'apiBaseUrl',
   'initialState',
   'offline',
+  'disableLogUpload',
+  'requestTimeout',
   'staleAfter',
   'logger',
 ]);
@@ -218,6 +230,8 @@ export function resolveOptions(input: ProviderOptions): ResolvedOptions {
     apiBaseUrl: url(options, 'apiBaseUrl'),
     initialState: initialState as Uint8Array | undefined,
     offline,
+    disableLogUpload: optionalBoolean(options, 'disableLogUpload'),
+    requestTimeout: options.requestTimeout === undefined ? undefined : milliseconds(options, 'requestTimeout', 0, 1),
     staleAfter: milliseconds(options, 'staleAfter', 5 * stateUpdateInterval, 1),
     logger: (logger as Logger | undefined) ?? consoleLogger,
   };

@@ -110,6 +110,8 @@ export class ConfidenceServerProviderLocal implements Provider {
           ? Buffer.from(o.initialState.buffer, o.initialState.byteOffset, o.initialState.byteLength)
           : undefined,
         offline: o.offline,
+        disableLogUpload: o.disableLogUpload,
+        requestTimeoutMs: o.requestTimeout,
         enableApplyDedup: o.enableApplyDedup,
         disableExposureCollection: o.disableExposureCollection,
         sdkVersion: SDK_VERSION,

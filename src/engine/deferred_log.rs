@@ -70,10 +70,18 @@ impl Job {
     }
 }
 
+/// Jobs that make the producer wake a sleeping worker. Waking a thread is a futex syscall, as
+/// costly as a small resolve: per job it would double an evaluation's cost whenever the worker
+/// keeps up and sleeps between jobs.
+const WAKE_BATCH: usize = 64;
+/// Below a batch, the worker looks at the queue on its own this often (flushes drain the queue
+/// themselves, so this only bounds how long jobs wait, never what a flush contains).
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 #[derive(Default)]
 struct Queue {
     jobs: Vec<Job>,
-    /// The worker sleeps and needs a wake-up for the next job.
+    /// The worker sleeps; a full batch wakes it early.
     idle: bool,
     /// The worker is logging a batch it took out of `jobs`.
     busy: bool,
@@ -117,9 +125,13 @@ impl Shared {
         loop {
             let batch = {
                 let mut q = lock(&self.queue);
-                while q.jobs.is_empty() && !q.stop {
+                while q.jobs.len() < WAKE_BATCH && !q.stop {
                     q.idle = true;
-                    q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                    let (guard, waited) = self.work.wait_timeout(q, POLL).unwrap_or_else(|p| p.into_inner());
+                    q = guard;
+                    if waited.timed_out() && !q.jobs.is_empty() {
+                        break;
+                    }
                 }
                 q.idle = false;
                 if q.stop {
@@ -185,7 +197,7 @@ impl ResolveLogSink for DeferredResolveLog {
             return inline();
         }
         q.jobs.push(job);
-        if q.idle {
+        if q.idle && q.jobs.len() >= WAKE_BATCH {
             q.idle = false;
             self.shared.work.notify_one();
         }

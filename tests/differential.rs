@@ -8,8 +8,7 @@ use common::*;
 use confidence_openfeature_provider::guest::{Export, Guest, GuestError, GuestModule};
 use confidence_proto::Void;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
-    AppliedFlag, ApplyFlagsRequest, RegisterResolveRequest, ResolveFlagsRequest, ResolveProcessRequest,
-    WriteFlagLogsRequest,
+    RegisterResolveRequest, ResolveFlagsRequest, ResolveProcessRequest, WriteFlagLogsRequest,
 };
 use prost::Message;
 use serde_json::json;
@@ -146,20 +145,7 @@ fn exercise(g: &mut Guest, requests: &[ResolveFlagsRequest]) -> Vec<WriteFlagLog
         );
         if let Ok(resp) = resp {
             let (resp, _) = resp.into_resolved().expect("resolved");
-            if !req.apply && !resp.resolve_token.is_empty() {
-                let flags = resp
-                    .resolved_flags
-                    .iter()
-                    .filter(|f| f.should_apply)
-                    .map(|f| AppliedFlag { flag: f.flag.clone(), apply_time: Some(ORACLE_TIME) })
-                    .collect();
-                let apply = ApplyFlagsRequest {
-                    flags,
-                    client_secret: req.client_secret.clone(),
-                    resolve_token: resp.resolve_token.clone(),
-                    send_time: Some(ORACLE_TIME),
-                    sdk: None,
-                };
+            if let Some(apply) = deferred_apply(req, &resp) {
                 let _ = g.call::<Void>(Export::ApplyFlags, Some(&apply));
             }
             // Flag order is per build (hash-map order): pick the reason deterministically.
@@ -211,13 +197,7 @@ fn edge_case_errors_agree() {
         let mut g = fixture_guest(m);
         let ctx = to_struct(&json!({"visitor_id": "tutorial_visitor"}));
         let resp = resolve(&mut g, request(FIXTURE_SECRET, &["flags/fallthrough-test-2"], ctx.clone(), false)).unwrap();
-        let apply = |flag: &str, secret: &str, token: &[u8]| ApplyFlagsRequest {
-            flags: vec![AppliedFlag { flag: flag.into(), apply_time: Some(ORACLE_TIME) }],
-            client_secret: secret.into(),
-            resolve_token: token.to_vec(),
-            send_time: Some(ORACLE_TIME),
-            sdk: None,
-        };
+        let apply = apply_one;
         let mut empty = instance(m, confidence_openfeature_provider::guest::Clock::System);
         vec![
             strip(g.call(

@@ -15,15 +15,11 @@ use confidence_openfeature_provider::engine::{Engine, EngineError};
 use confidence_openfeature_provider::guest::Clock;
 use confidence_proto::SetResolverStateRequest;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
-    resolve_process_response, AppliedFlag, ApplyFlagsRequest, MaterializationRecord, ResolveFlagsRequest,
-    ResolveProcessRequest, WriteFlagLogsRequest,
+    resolve_process_response, ApplyFlagsRequest, MaterializationRecord, ResolveFlagsRequest, ResolveProcessRequest,
+    WriteFlagLogsRequest,
 };
 use prost::Message;
 use serde_json::json;
-use state_builder::{
-    obj, s_bool, s_string, v_bool, v_str, ClientBuilder, FlagBuilder, Materialization, RuleBuilder, SegmentBuilder,
-    StateBuilder,
-};
 
 fn wasm_engine() -> WasmEngine {
     let config = WasmEngineConfig { pool_size: 1, clock: Clock::Fixed(ORACLE_TIME), ..WasmEngineConfig::default() };
@@ -153,20 +149,7 @@ fn exercise(e: &dyn Engine, requests: &[ResolveFlagsRequest], flush_every: usize
     for (i, req) in requests.iter().enumerate() {
         if let Ok(resp) = e.resolve(&ResolveProcessRequest::without_materializations(req.clone())) {
             let (resp, _) = resp.into_resolved().expect("resolved");
-            if !req.apply && !resp.resolve_token.is_empty() {
-                let flags = resp
-                    .resolved_flags
-                    .iter()
-                    .filter(|f| f.should_apply)
-                    .map(|f| AppliedFlag { flag: f.flag.clone(), apply_time: Some(ORACLE_TIME) })
-                    .collect();
-                let apply = ApplyFlagsRequest {
-                    flags,
-                    client_secret: req.client_secret.clone(),
-                    resolve_token: resp.resolve_token.clone(),
-                    send_time: Some(ORACLE_TIME),
-                    sdk: None,
-                };
+            if let Some(apply) = deferred_apply(req, &resp) {
                 let _ = e.apply(&apply);
             }
             let reason = resp.resolved_flags.iter().min_by(|a, b| a.flag.cmp(&b.flag)).map(|f| f.reason).unwrap_or(0);
@@ -237,13 +220,7 @@ fn apply_agrees_with_the_wasm_engine() {
         let req = request(FIXTURE_SECRET, &["flags/fallthrough-test-2"], ctx, false);
         let (resp, _) =
             e.resolve(&ResolveProcessRequest::without_materializations(req)).unwrap().into_resolved().unwrap();
-        let apply = |flag: &str, secret: &str, token: &[u8]| ApplyFlagsRequest {
-            flags: vec![AppliedFlag { flag: flag.into(), apply_time: Some(ORACLE_TIME) }],
-            client_secret: secret.into(),
-            resolve_token: token.to_vec(),
-            send_time: Some(ORACLE_TIME),
-            sdk: None,
-        };
+        let apply = apply_one;
         let strip = |r: Result<(), EngineError>| r.map_err(|e| e.to_string().split(" [").next().unwrap().to_string());
         let outcomes = vec![
             strip(e.apply(&apply("flags/fallthrough-test-2", FIXTURE_SECRET, &resp.resolve_token))),
@@ -262,32 +239,14 @@ fn apply_agrees_with_the_wasm_engine() {
     }
 }
 
-const STICKY_SECRET: &str = "sticky-secret";
-
-fn sticky_state() -> SetResolverStateRequest {
-    let state = StateBuilder::new("acct")
-        .client(ClientBuilder::new("app").secret(STICKY_SECRET))
-        .segment(SegmentBuilder::new("everyone"))
-        .flag(
-            FlagBuilder::new("exp")
-                .field("on", s_bool())
-                .variant("a", obj([("on", v_bool(true))]))
-                .variant("b", obj([("on", v_bool(false))]))
-                .client("app")
-                .rule(
-                    RuleBuilder::split("sticky", "everyone", [("a", 50), ("b", 50)])
-                        .materialization(Materialization::sticky("exp-mat")),
-                ),
-        )
-        .build();
-    set_state_request(state.encode(), &state.account_id)
-}
-
 /// Suspends for the reads; resumes with a stored variant and without; and every engine's
 /// continuation resumes in every other engine with the same answer.
 #[test]
 fn materializations_suspend_and_resume_like_the_wasm_engine() {
-    let engines = engines(&sticky_state());
+    let engines = engines(&{
+        let state = sticky_state();
+        set_state_request(state.encode(), &state.account_id)
+    });
     let req = |unit: &str| {
         let r = request(STICKY_SECRET, &["flags/exp"], to_struct(&json!({ "targeting_key": unit })), true);
         ResolveProcessRequest::deferred_materializations(r)
@@ -322,26 +281,6 @@ fn materializations_suspend_and_resume_like_the_wasm_engine() {
     for (name, e) in &engines[1..] {
         assert_eq!(flushed(e.as_ref()), reference_logs, "{name}");
     }
-}
-
-const LABEL_SECRET: &str = "label-secret";
-
-/// A state whose two flags both answer `label`: a response mixing two states would show it.
-fn labelled_state(label: &str) -> SetResolverStateRequest {
-    let flag = |id: &str| {
-        FlagBuilder::new(id)
-            .field("label", s_string())
-            .variant(label, obj([("label", v_str(label))]))
-            .client("app")
-            .rule(RuleBuilder::full("all", "everyone", label))
-    };
-    let built = StateBuilder::new("acct")
-        .client(ClientBuilder::new("app").secret(LABEL_SECRET))
-        .segment(SegmentBuilder::new("everyone"))
-        .flag(flag("first"))
-        .flag(flag("second"))
-        .build();
-    set_state_request(built.encode(), &built.account_id)
 }
 
 fn labelled_request(key: &str, flags: &[&str]) -> ResolveProcessRequest {

@@ -18,27 +18,6 @@ use confidence_resolver::proto::confidence::flags::resolver::v1::{
 };
 use prost::Message;
 use serde_json::json;
-use state_builder::{obj, s_string, v_str, ClientBuilder, FlagBuilder, RuleBuilder, SegmentBuilder, StateBuilder};
-
-const SECRET: &str = "engine-secret";
-
-/// A state whose two flags both answer `label`: a response mixing two states would show it.
-fn labelled_state(label: &str) -> SetResolverStateRequest {
-    let flag = |id: &str| {
-        FlagBuilder::new(id)
-            .field("label", s_string())
-            .variant(label, obj([("label", v_str(label))]))
-            .client("app")
-            .rule(RuleBuilder::full("all", "everyone", label))
-    };
-    let built = StateBuilder::new("acct")
-        .client(ClientBuilder::new("app").secret(SECRET))
-        .segment(SegmentBuilder::new("everyone"))
-        .flag(flag("first"))
-        .flag(flag("second"))
-        .build();
-    set_state_request(built.encode(), &built.account_id)
-}
 
 fn engine(config: WasmEngineConfig) -> WasmEngine {
     WasmEngine::new(ours().clone(), config).expect("engine")
@@ -48,7 +27,7 @@ fn labelled_request(key: &str, apply: bool) -> ResolveProcessRequest {
     let req = ResolveFlagsRequest {
         flags: vec![],
         evaluation_context: Some(to_struct(&json!({ "targeting_key": key }))),
-        client_secret: SECRET.into(),
+        client_secret: LABEL_SECRET.into(),
         apply,
         sdk: None,
     };
@@ -135,7 +114,7 @@ fn a_trap_replaces_the_instance_salvages_its_logs_and_keeps_serving() {
     // A context the guest cannot copy within its memory bound: allocation fails, it aborts.
     let huge = ResolveFlagsRequest {
         evaluation_context: Some(to_struct(&json!({ "targeting_key": "k", "blob": "x".repeat(9 << 20) }))),
-        client_secret: SECRET.into(),
+        client_secret: LABEL_SECRET.into(),
         ..Default::default()
     };
     let err = e.resolve(&ResolveProcessRequest::without_materializations(huge)).unwrap_err();

@@ -225,29 +225,12 @@ mod materializations {
     use confidence_resolver::proto::confidence::flags::resolver::v1::{
         resolve_process_response, MaterializationRecord, ResolveProcessRequest, ResolveProcessResponse,
     };
-    use state_builder::{
-        obj, s_bool, v_bool, ClientBuilder, FlagBuilder, Materialization, RuleBuilder, SegmentBuilder, StateBuilder,
-    };
 
-    const SECRET: &str = "sticky-secret";
+    const SECRET: &str = STICKY_SECRET;
     const RULE: &str = "flags/exp/rules/sticky";
 
     fn guest() -> confidence_openfeature_provider::guest::Guest {
-        let state = StateBuilder::new("acct")
-            .client(ClientBuilder::new("app").secret(SECRET))
-            .segment(SegmentBuilder::new("everyone"))
-            .flag(
-                FlagBuilder::new("exp")
-                    .field("on", s_bool())
-                    .variant("a", obj([("on", v_bool(true))]))
-                    .variant("b", obj([("on", v_bool(false))]))
-                    .client("app")
-                    .rule(
-                        RuleBuilder::split("sticky", "everyone", [("a", 50), ("b", 50)])
-                            .materialization(Materialization::sticky("exp-mat")),
-                    ),
-            )
-            .build();
+        let state = sticky_state();
         loaded(ours(), state.encode(), &state.account_id, Clock::Fixed(ORACLE_TIME))
     }
 

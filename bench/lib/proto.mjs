@@ -259,7 +259,8 @@ export function writeStructFields(w, obj) {
   }
 }
 
-export function readStruct(r) {
+/** A `map<string, M>` in field 1 (a `Struct`'s fields, a struct schema's): key → `readM(value)`. */
+function readStringMap(r, readM) {
   const out = {};
   while (r.pos < r.end) {
     const tag = r.varint();
@@ -273,12 +274,16 @@ export function readStruct(r) {
     while (entry.pos < entry.end) {
       const t = entry.varint();
       if (t === 10) key = entry.string();
-      else if (t === 18) value = readValue(entry.sub());
+      else if (t === 18) value = readM(entry.sub());
       else entry.skip(t & 7);
     }
     out[key] = value;
   }
   return out;
+}
+
+export function readStruct(r) {
+  return readStringMap(r, readValue);
 }
 
 export function readValue(r) {
@@ -352,25 +357,7 @@ export function readFlagSchema(r) {
 }
 
 export function readStructSchema(r) {
-  const out = {};
-  while (r.pos < r.end) {
-    const tag = r.varint();
-    if (tag !== 10) {
-      r.skip(tag & 7);
-      continue;
-    }
-    const entry = r.sub();
-    let key = '';
-    let value = null;
-    while (entry.pos < entry.end) {
-      const t = entry.varint();
-      if (t === 10) key = entry.string();
-      else if (t === 18) value = readFlagSchema(entry.sub());
-      else entry.skip(t & 7);
-    }
-    out[key] = value;
-  }
-  return out;
+  return readStringMap(r, readFlagSchema);
 }
 
 // ---- CDN payload ---------------------------------------------------------------------------

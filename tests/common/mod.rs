@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use confidence_openfeature_provider::guest::{Clock, Export, Guest, GuestError, GuestModule, Limits};
 use confidence_proto::{SetResolverStateRequest, Void};
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
-    sdk, ResolveFlagsRequest, ResolveFlagsResponse, ResolveProcessRequest, ResolveProcessResponse, Sdk, SdkId,
-    WriteFlagLogsRequest,
+    sdk, AppliedFlag, ApplyFlagsRequest, ResolveFlagsRequest, ResolveFlagsResponse, ResolveProcessRequest,
+    ResolveProcessResponse, Sdk, SdkId, WriteFlagLogsRequest,
 };
 use confidence_resolver::proto::google::{Struct, Timestamp};
 
@@ -371,5 +371,85 @@ pub fn assert_same_logs(name: &str, ours_logs: Vec<WriteFlagLogsRequest>, theirs
             );
         }
         assert_eq!(x.telemetry_data, y.telemetry_data, "{name} flush {i}: telemetry");
+    }
+}
+
+/// The client secret of [`labelled_state`].
+pub const LABEL_SECRET: &str = "label-secret";
+
+/// A state whose two flags both answer `label`: a response mixing two states would show it.
+pub fn labelled_state(label: &str) -> SetResolverStateRequest {
+    use state_builder::{obj, s_string, v_str, ClientBuilder, FlagBuilder, RuleBuilder, SegmentBuilder, StateBuilder};
+    let flag = |id: &str| {
+        FlagBuilder::new(id)
+            .field("label", s_string())
+            .variant(label, obj([("label", v_str(label))]))
+            .client("app")
+            .rule(RuleBuilder::full("all", "everyone", label))
+    };
+    let built = StateBuilder::new("acct")
+        .client(ClientBuilder::new("app").secret(LABEL_SECRET))
+        .segment(SegmentBuilder::new("everyone"))
+        .flag(flag("first"))
+        .flag(flag("second"))
+        .build();
+    set_state_request(built.encode(), &built.account_id)
+}
+
+/// The client secret of [`sticky_state`].
+pub const STICKY_SECRET: &str = "sticky-secret";
+
+/// One flag `exp`, split 50/50 by the sticky rule `flags/exp/rules/sticky` (materialization
+/// `exp-mat`).
+pub fn sticky_state() -> state_builder::BuiltState {
+    use state_builder::{
+        obj, s_bool, v_bool, ClientBuilder, FlagBuilder, Materialization, RuleBuilder, SegmentBuilder, StateBuilder,
+    };
+    StateBuilder::new("acct")
+        .client(ClientBuilder::new("app").secret(STICKY_SECRET))
+        .segment(SegmentBuilder::new("everyone"))
+        .flag(
+            FlagBuilder::new("exp")
+                .field("on", s_bool())
+                .variant("a", obj([("on", v_bool(true))]))
+                .variant("b", obj([("on", v_bool(false))]))
+                .client("app")
+                .rule(
+                    RuleBuilder::split("sticky", "everyone", [("a", 50), ("b", 50)])
+                        .materialization(Materialization::sticky("exp-mat")),
+                ),
+        )
+        .build()
+}
+
+/// What a client applies after an `apply = false` resolve: every flag marked `should_apply`,
+/// at [`ORACLE_TIME`]. `None` for applied resolves and failed ones (no token).
+pub fn deferred_apply(req: &ResolveFlagsRequest, resp: &ResolveFlagsResponse) -> Option<ApplyFlagsRequest> {
+    if req.apply || resp.resolve_token.is_empty() {
+        return None;
+    }
+    let flags = resp
+        .resolved_flags
+        .iter()
+        .filter(|f| f.should_apply)
+        .map(|f| AppliedFlag { flag: f.flag.clone(), apply_time: Some(ORACLE_TIME) })
+        .collect();
+    Some(ApplyFlagsRequest {
+        flags,
+        client_secret: req.client_secret.clone(),
+        resolve_token: resp.resolve_token.clone(),
+        send_time: Some(ORACLE_TIME),
+        sdk: None,
+    })
+}
+
+/// An apply of one flag of an earlier resolve, at [`ORACLE_TIME`].
+pub fn apply_one(flag: &str, secret: &str, token: &[u8]) -> ApplyFlagsRequest {
+    ApplyFlagsRequest {
+        flags: vec![AppliedFlag { flag: flag.into(), apply_time: Some(ORACLE_TIME) }],
+        client_secret: secret.into(),
+        resolve_token: token.to_vec(),
+        send_time: Some(ORACLE_TIME),
+        sdk: None,
     }
 }

@@ -132,7 +132,8 @@ impl Contender {
                     }
                 }
                 Resolver::Engine { engine, requests } => {
-                    let req = &requests[self.next % requests.len()];
+                    // Engines consume their request, as the addon hands them one per evaluation.
+                    let req = requests[self.next % requests.len()].clone();
                     std::hint::black_box(engine.resolve(req).expect("resolve"));
                     if flush {
                         let t = Instant::now();

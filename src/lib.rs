@@ -326,7 +326,7 @@ impl NativeResolver {
     #[napi(catch_unwind)]
     pub fn resolve(&self, flags: Vec<String>, context_json: String, apply: bool) -> Result<NativeResolveResult> {
         let request = ResolveProcessRequest::without_materializations(self.request(flags, &context_json, apply)?);
-        match self.step(&request)? {
+        match self.step(request)? {
             NativeResolveStep { resolved: Some(resolved), .. } => Ok(resolved),
             _ => Err(err(Code::Resolver, "the resolver asked for materializations without a store")),
         }
@@ -339,7 +339,7 @@ impl NativeResolver {
     pub fn evaluate(&self, flag: String, context_json: String, apply: bool) -> Result<Option<NativeResolvedFlag>> {
         let request =
             ResolveProcessRequest::without_materializations(self.request(vec![flag], &context_json, apply)?);
-        let response = self.host.engine().resolve(&request)?;
+        let response = self.host.engine().resolve(request)?;
         match response.result {
             Some(resolve_process_response::Result::Resolved(r)) => {
                 Ok(r.response.unwrap_or_default().resolved_flags.into_iter().next().map(native_flag))
@@ -357,29 +357,29 @@ impl NativeResolver {
         context_json: String,
         apply: bool,
     ) -> Result<NativeResolveStep> {
-        self.step(&ResolveProcessRequest::deferred_materializations(self.request(flags, &context_json, apply)?))
+        self.step(ResolveProcessRequest::deferred_materializations(self.request(flags, &context_json, apply)?))
     }
 
     /// Continues a suspended resolve with the records the store found (negatives omitted).
     #[napi(catch_unwind)]
     pub fn resume(&self, state: Buffer, found: Vec<NativeMaterialization>) -> Result<NativeResolveStep> {
         let records = found.into_iter().map(record).collect();
-        self.step(&ResolveProcessRequest::resume(records, state.to_vec()))
+        self.step(ResolveProcessRequest::resume(records, state.to_vec()))
     }
 
     fn request(&self, flags: Vec<String>, context_json: &str, apply: bool) -> Result<ResolveFlagsRequest> {
-        let context: serde_json::Value =
-            serde_json::from_str(context_json).map_err(|e| err(Code::InvalidOption, format!("context: {e}")))?;
+        let context =
+            context::struct_from_json(context_json).map_err(|e| err(Code::InvalidOption, format!("context: {e}")))?;
         Ok(ResolveFlagsRequest {
             flags,
-            evaluation_context: Some(context::to_struct(&context)),
+            evaluation_context: Some(context),
             client_secret: self.secret.clone(),
             apply,
             sdk: None,
         })
     }
 
-    fn step(&self, request: &ResolveProcessRequest) -> Result<NativeResolveStep> {
+    fn step(&self, request: ResolveProcessRequest) -> Result<NativeResolveStep> {
         let response = self.host.engine().resolve(request)?;
         let resolved = match response.result {
             Some(resolve_process_response::Result::Suspended(s)) => {

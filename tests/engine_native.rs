@@ -49,7 +49,7 @@ fn fixture_state_request() -> SetResolverStateRequest {
 }
 
 fn engine_outcome(e: &dyn Engine, req: &ResolveProcessRequest) -> Outcome {
-    match e.resolve(req) {
+    match e.resolve(req.clone()) {
         Ok(r) => Ok(outcome_of(r)),
         Err(EngineError::Resolver(m)) => Err(m),
         Err(err) => panic!("engine failed: {err}"),
@@ -81,7 +81,7 @@ fn oracle_cases_get_the_wasm_engines_answers_and_the_recorded_ones() {
     // And the oracle itself, independently of the wasm engine.
     let native = &engines[1].1;
     for (case, req) in cases.iter().zip(&requests) {
-        let got = match native.resolve(req) {
+        let got = match native.resolve(req.clone()) {
             Ok(r) => Ok(comparable(&r.into_resolved().expect("resolved").0)),
             Err(EngineError::Resolver(e)) => Err(e),
             Err(e) => panic!("case {}: {e}", case["id"]),
@@ -147,7 +147,7 @@ fn flushed(e: &dyn Engine) -> WriteFlagLogsRequest {
 fn exercise(e: &dyn Engine, requests: &[ResolveFlagsRequest], flush_every: usize) -> Vec<WriteFlagLogsRequest> {
     let mut flushes = Vec::new();
     for (i, req) in requests.iter().enumerate() {
-        if let Ok(resp) = e.resolve(&ResolveProcessRequest::without_materializations(req.clone())) {
+        if let Ok(resp) = e.resolve(ResolveProcessRequest::without_materializations(req.clone())) {
             let (resp, _) = resp.into_resolved().expect("resolved");
             if let Some(apply) = deferred_apply(req, &resp) {
                 let _ = e.apply(&apply);
@@ -201,7 +201,7 @@ fn a_full_schema_sample_holds_50_schemas_of_resolved_contexts() {
     for (name, e) in engines(&labelled_state("one")) {
         for ctx in &contexts {
             let req = request(LABEL_SECRET, &["flags/first"], ctx.clone(), true);
-            e.resolve(&ResolveProcessRequest::without_materializations(req)).unwrap();
+            e.resolve(ResolveProcessRequest::without_materializations(req)).unwrap();
         }
         let logs = flushed(e.as_ref());
         assert_eq!(logs.client_resolve_info.len(), 1, "{name}");
@@ -219,7 +219,7 @@ fn apply_agrees_with_the_wasm_engine() {
         let ctx = to_struct(&json!({"visitor_id": "tutorial_visitor"}));
         let req = request(FIXTURE_SECRET, &["flags/fallthrough-test-2"], ctx, false);
         let (resp, _) =
-            e.resolve(&ResolveProcessRequest::without_materializations(req)).unwrap().into_resolved().unwrap();
+            e.resolve(ResolveProcessRequest::without_materializations(req)).unwrap().into_resolved().unwrap();
         let apply = apply_one;
         let strip = |r: Result<(), EngineError>| r.map_err(|e| e.to_string().split(" [").next().unwrap().to_string());
         let outcomes = vec![
@@ -251,7 +251,7 @@ fn materializations_suspend_and_resume_like_the_wasm_engine() {
         let r = request(STICKY_SECRET, &["flags/exp"], to_struct(&json!({ "targeting_key": unit })), true);
         ResolveProcessRequest::deferred_materializations(r)
     };
-    let suspend = |e: &dyn Engine, unit: &str| match e.resolve(&req(unit)).expect("resolve").result {
+    let suspend = |e: &dyn Engine, unit: &str| match e.resolve(req(unit)).expect("resolve").result {
         Some(resolve_process_response::Result::Suspended(s)) => s,
         other => panic!("expected a suspension, got {other:?}"),
     };
@@ -266,7 +266,7 @@ fn materializations_suspend_and_resume_like_the_wasm_engine() {
         assert_eq!(s.materializations_to_read, reference.materializations_to_read, "{name}");
         let mut fresh = Vec::new();
         for (other, o) in &engines {
-            let with_store = o.resolve(&ResolveProcessRequest::resume(vec![stored.clone()], s.state.clone())).unwrap();
+            let with_store = o.resolve(ResolveProcessRequest::resume(vec![stored.clone()], s.state.clone())).unwrap();
             let (resp, writes) = with_store.into_resolved().expect("resolved after resume");
             assert_eq!(resp.resolved_flags[0].variant, "flags/exp/variants/b", "{name} -> {other}");
             assert!(writes.is_empty(), "{name} -> {other}");
@@ -323,7 +323,7 @@ fn concurrent_resolves_swaps_and_flushes() {
                     s.spawn(move || {
                         for i in 0..20_000 {
                             let key = format!("user-{t}-{i}");
-                            let (resp, _) = e.resolve(&labelled_request(&key, &[])).unwrap().into_resolved().unwrap();
+                            let (resp, _) = e.resolve(labelled_request(&key, &[])).unwrap().into_resolved().unwrap();
                             let labels: Vec<_> = resp.resolved_flags.iter().map(|f| f.variant.clone()).collect();
                             assert_eq!(labels.len(), 2);
                             assert!(
@@ -386,7 +386,7 @@ fn a_flush_contains_every_resolve_made_before_it() {
     e.load_state(&labelled_state("one")).unwrap();
     for round in 1..=5 {
         for i in 0..2_000 {
-            e.resolve(&labelled_request(&format!("u{round}-{i}"), &["flags/first"])).unwrap();
+            e.resolve(labelled_request(&format!("u{round}-{i}"), &["flags/first"])).unwrap();
         }
         assert_eq!(counted(&decoded(e.flush_logs())), (2_000, 2_000), "round {round}");
     }
@@ -402,9 +402,9 @@ fn two_engines_keep_their_logs_apart() {
         a.load_state(&labelled_state("one")).unwrap();
         b.load_state(&labelled_state("one")).unwrap();
         for i in 0..300 {
-            a.resolve(&labelled_request(&format!("a{i}"), &["flags/first"])).unwrap();
+            a.resolve(labelled_request(&format!("a{i}"), &["flags/first"])).unwrap();
             if i % 3 == 0 {
-                b.resolve(&labelled_request(&format!("b{i}"), &["flags/second"])).unwrap();
+                b.resolve(labelled_request(&format!("b{i}"), &["flags/second"])).unwrap();
             }
         }
         b.register_resolve(1, 10);
@@ -426,20 +426,20 @@ fn two_engines_keep_their_logs_apart() {
 fn before_any_state_it_is_not_ready_and_a_rejected_state_changes_nothing() {
     for deferred in [false, true] {
         let e = native_engine(deferred);
-        assert!(matches!(e.resolve(&labelled_request("k", &[])), Err(EngineError::NotReady)));
+        assert!(matches!(e.resolve(labelled_request("k", &[])), Err(EngineError::NotReady)));
         let apply = ApplyFlagsRequest { client_secret: LABEL_SECRET.into(), ..Default::default() };
         assert!(matches!(e.apply(&apply), Err(EngineError::NotReady)));
         assert!(e.flush_logs().is_empty() && e.flush_assign().is_empty());
         let garbage = SetResolverStateRequest { state: vec![0xff; 7], ..labelled_state("x") };
         assert!(matches!(e.load_state(&garbage), Err(EngineError::Resolver(_))));
-        assert!(matches!(e.resolve(&labelled_request("k", &[])), Err(EngineError::NotReady)));
+        assert!(matches!(e.resolve(labelled_request("k", &[])), Err(EngineError::NotReady)));
         assert_eq!(e.metrics().state_loads, 0);
         e.load_state(&labelled_state("one")).unwrap();
-        assert!(e.resolve(&labelled_request("k", &[])).is_ok());
+        assert!(e.resolve(labelled_request("k", &[])).is_ok());
         assert_eq!(e.metrics().state_loads, 1);
         // A bad state after a good one keeps the good one.
         assert!(e.load_state(&garbage).is_err());
-        assert!(e.resolve(&labelled_request("k", &[])).is_ok());
+        assert!(e.resolve(labelled_request("k", &[])).is_ok());
         e.register_resolve(1, 25);
         assert!(e.prometheus("native").contains("resolver_id=\"native\""));
     }

@@ -36,7 +36,7 @@ fn labelled_request(key: &str, apply: bool) -> ResolveProcessRequest {
 
 /// The labels of both flags in one response.
 fn labels(engine: &WasmEngine, key: &str) -> Vec<String> {
-    let (resp, _) = engine.resolve(&labelled_request(key, true)).expect("resolve").into_resolved().unwrap();
+    let (resp, _) = engine.resolve(labelled_request(key, true)).expect("resolve").into_resolved().unwrap();
     let mut out: Vec<String> =
         resp.resolved_flags.iter().map(|f| f.variant.rsplit('/').next().unwrap().to_string()).collect();
     out.sort();
@@ -50,7 +50,7 @@ fn exposures(batches: &[Vec<u8>]) -> usize {
 #[test]
 fn before_any_state_evaluations_are_not_ready() {
     let e = engine(WasmEngineConfig::default());
-    assert!(matches!(e.resolve(&labelled_request("k", false)), Err(EngineError::NotReady)));
+    assert!(matches!(e.resolve(labelled_request("k", false)), Err(EngineError::NotReady)));
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn a_trap_replaces_the_instance_salvages_its_logs_and_keeps_serving() {
         client_secret: LABEL_SECRET.into(),
         ..Default::default()
     };
-    let err = e.resolve(&ResolveProcessRequest::without_materializations(huge)).unwrap_err();
+    let err = e.resolve(ResolveProcessRequest::without_materializations(huge)).unwrap_err();
     assert!(matches!(err, EngineError::Crashed(_)), "{err}");
     assert_eq!(e.metrics().traps, 1);
     assert_eq!(labels(&e, "after"), ["one", "one"], "a fresh instance with the last good state");
@@ -173,7 +173,7 @@ fn a_guest_that_loops_forever_is_interrupted_and_replaced() {
     let e = WasmEngine::new(hostile_module(), config).unwrap();
     e.load_state(&labelled_state("one")).unwrap();
     let start = Instant::now();
-    let err = e.resolve(&labelled_request("k", false)).unwrap_err();
+    let err = e.resolve(labelled_request("k", false)).unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
     assert!(err.to_string().contains("time budget"), "{err}");
     let apply = Default::default();
@@ -191,7 +191,7 @@ fn instances_past_the_memory_bound_are_recycled_off_the_evaluation_path() {
     // Unflushed exposures grow the guest's heap until it passes the bound.
     while e.metrics().guest_memory_bytes <= 4 << 20 {
         let req = request(FIXTURE_SECRET, &[], to_struct(&json!({ "visitor_id": format!("v{n}") })), true);
-        e.resolve(&ResolveProcessRequest::without_materializations(req)).unwrap();
+        e.resolve(ResolveProcessRequest::without_materializations(req)).unwrap();
         n += 1;
         assert!(n < 200_000, "memory never grew");
     }
@@ -209,7 +209,7 @@ fn one_flush_drains_a_burst_larger_than_one_batch() {
     let n = 12_000;
     for i in 0..n {
         let req = request(FIXTURE_SECRET, &[], to_struct(&json!({ "visitor_id": format!("v{i}") })), true);
-        e.resolve(&ResolveProcessRequest::without_materializations(req)).unwrap();
+        e.resolve(ResolveProcessRequest::without_materializations(req)).unwrap();
     }
     let batches = e.flush_logs();
     assert!(batches.len() >= 2, "more than one ~4 MiB batch");
@@ -336,7 +336,7 @@ fn a_million_evaluations_and_a_thousand_swaps_keep_guest_memory_bounded() {
                     // Past the first long round: allocators and caches have warmed up.
                     let _ = baseline.set(resident_bytes());
                 }
-                let (resp, _) = e.resolve(&requests[i % requests.len()]).unwrap().into_resolved().unwrap();
+                let (resp, _) = e.resolve(requests[i % requests.len()].clone()).unwrap().into_resolved().unwrap();
                 let variant = resp.resolved_flags[0].variant.rsplit('/').next().unwrap();
                 assert!(variant == "one" || variant == "two", "#{i}: {variant}");
                 if i.is_multiple_of(100) {

@@ -26,7 +26,7 @@ fn engine() -> WasmEngine {
 fn produce(e: &WasmEngine, from: usize, n: usize) -> Vec<Vec<u8>> {
     for i in from..from + n {
         let req = request(FIXTURE_SECRET, &[], to_struct(&json!({ "visitor_id": format!("v{i}") })), true);
-        e.resolve(&ResolveProcessRequest::without_materializations(req)).unwrap();
+        e.resolve(ResolveProcessRequest::without_materializations(req)).unwrap();
     }
     e.flush_logs()
 }

@@ -53,7 +53,7 @@ fn host(module: &GuestModule, config: HostConfig) -> ResolverHost {
 /// One applied resolve of every flag of the host's client, in the oracle's comparable form.
 fn evaluate_with(host: &ResolverHost, secret: &str, context: Value) -> Result<Comparable, EngineError> {
     let req = request(secret, &[], to_struct(&context), true);
-    let resp = host.engine().resolve(&ResolveProcessRequest::without_materializations(req))?;
+    let resp = host.engine().resolve(ResolveProcessRequest::without_materializations(req))?;
     Ok(comparable(&resp.into_resolved().expect("no materializations in these states").0))
 }
 

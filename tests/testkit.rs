@@ -54,7 +54,7 @@ impl Kit {
 
     fn response(&self, flags: &[&str], context: Json, apply: bool) -> ResolveFlagsResponse {
         let req = ResolveProcessRequest::without_materializations(self.request_for(flags, context, apply));
-        self.engine.resolve(&req).expect("resolve").into_resolved().expect("not suspended").0
+        self.engine.resolve(req).expect("resolve").into_resolved().expect("not suspended").0
     }
 
     fn flag(&self, flag: &str, context: Json) -> ResolvedFlag {
@@ -160,7 +160,7 @@ fn numeric_ranges_honour_inclusive_and_exclusive_bounds() {
 fn a_numeric_condition_on_a_non_numeric_string_fails_the_resolve() {
     let kit = Kit::new(on_off(json!([{ "variant": "on", "when": { "attribute": "age", "gte": 18 } }])));
     let req = kit.request_for(&[], json!({ "age": "abc" }), false);
-    assert!(kit.engine.resolve(&ResolveProcessRequest::without_materializations(req)).is_err());
+    assert!(kit.engine.resolve(ResolveProcessRequest::without_materializations(req)).is_err());
     assert_eq!(kit.variant("f", json!({ "age": "21" })).as_deref(), Some("on"));
 }
 
@@ -363,7 +363,7 @@ fn sticky_rules_go_through_the_materialization_store() {
     let resolve = |records: Vec<MaterializationRecord>| {
         let req =
             ResolveProcessRequest::static_materializations(kit.request_for(&["exp"], ctx.clone(), false), records);
-        kit.engine.resolve(&req).unwrap().into_resolved().unwrap()
+        kit.engine.resolve(req).unwrap().into_resolved().unwrap()
     };
     let (fresh, writes) = resolve(vec![]);
     let fresh_variant = fresh.resolved_flags[0].variant.clone();
@@ -473,7 +473,7 @@ fn the_state_is_the_cdn_payload_for_one_client() {
     let kit = Kit::new(json!({ "clientSecret": "s3cret", "flags": { "a": { "variants": { "on": {} } } } }));
     assert_eq!(kit.response(&[], json!({}), false).resolved_flags.len(), 1);
     let wrong = request(DEFAULT_CLIENT_SECRET, &[], to_struct(&json!({})), false);
-    assert!(kit.engine.resolve(&ResolveProcessRequest::without_materializations(wrong)).is_err());
+    assert!(kit.engine.resolve(ResolveProcessRequest::without_materializations(wrong)).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +496,7 @@ async fn an_offline_host_serves_a_test_state_and_the_demo_state() {
     };
     let resolve = |h: &ResolverHost, secret: &str, ctx: Json| {
         let req = request(secret, &[], to_struct(&ctx), false);
-        h.engine().resolve(&ResolveProcessRequest::without_materializations(req)).unwrap().into_resolved().unwrap().0
+        h.engine().resolve(ResolveProcessRequest::without_materializations(req)).unwrap().into_resolved().unwrap().0
     };
 
     let description = on_off(json!([{ "variant": "on", "when": { "attribute": "country", "equals": "SE" } }]));

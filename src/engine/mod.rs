@@ -78,7 +78,9 @@ pub trait Engine: Send + Sync {
     /// state the resolver rejects is an error and changes nothing.
     fn load_state(&self, request: &SetResolverStateRequest) -> Result<(), EngineError>;
 
-    fn resolve(&self, request: &ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError>;
+    /// Takes the request by value: the natively linked crate consumes it, so no copy of the
+    /// context is made per evaluation.
+    fn resolve(&self, request: ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError>;
 
     /// Records exposure for an earlier `apply = false` resolve.
     fn apply(&self, request: &ApplyFlagsRequest) -> Result<(), EngineError>;

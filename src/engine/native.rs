@@ -141,8 +141,8 @@ impl Engine for NativeEngine {
         Ok(())
     }
 
-    fn resolve(&self, request: &ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError> {
-        self.guarded(|core| core.resolve_flags(request.clone()))?.map_err(op_error)
+    fn resolve(&self, request: ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError> {
+        self.guarded(|core| core.resolve_flags(request))?.map_err(op_error)
     }
 
     fn apply(&self, request: &ApplyFlagsRequest) -> Result<(), EngineError> {
@@ -192,6 +192,6 @@ mod tests {
         let err = caught.expect_err("caught");
         assert!(matches!(&err, EngineError::Crashed(m) if m.contains("boom")), "{err}");
         assert_eq!(engine.metrics().traps, 1);
-        assert!(matches!(engine.resolve(&ResolveProcessRequest::default()), Err(EngineError::NotReady)));
+        assert!(matches!(engine.resolve(ResolveProcessRequest::default()), Err(EngineError::NotReady)));
     }
 }

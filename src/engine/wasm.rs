@@ -246,8 +246,8 @@ impl Engine for WasmEngine {
         Ok(())
     }
 
-    fn resolve(&self, request: &ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError> {
-        self.with_guest(|g| g.call(Export::ResolveFlags, Some(request)))
+    fn resolve(&self, request: ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError> {
+        self.with_guest(|g| g.call(Export::ResolveFlags, Some(&request)))
     }
 
     fn apply(&self, request: &ApplyFlagsRequest) -> Result<(), EngineError> {

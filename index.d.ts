@@ -78,6 +78,11 @@ export declare class NativeResolver {
    */
   takeLogs(): Promise<Array<Buffer>>
   status(): NativeStatus
+  /**
+   * Messages for the provider's logger since the previous call, oldest first (the host never
+   * calls into JS itself).
+   */
+  takeNotices(): Array<NativeNotice>
 }
 
 /**
@@ -170,6 +175,13 @@ export interface NativeMaterialization {
   variant: string
 }
 
+/** A message for the provider's logger. */
+export interface NativeNotice {
+  /** `"info"` or `"warn"`. */
+  level: string
+  message: string
+}
+
 /** Options of the native resolver; the TypeScript provider validates and documents them. */
 export interface NativeOptions {
   flagClientSecret: string
@@ -186,8 +198,16 @@ export interface NativeOptions {
   apiBaseUrl?: string
   stateUpdateIntervalMs?: number
   flushIntervalMs?: number
-  /** A `ClientResolverState` as the CDN serves it (encrypted when a key is given). */
+  /**
+   * A `ClientResolverState` as the CDN serves it (encrypted when a key is given), or the
+   * content of a snapshot file.
+   */
   initialState?: Buffer
+  /**
+   * The last-known-good snapshot file: written after every applied download, served when
+   * the CDN cannot be reached within the initialize timeout.
+   */
+  snapshotPath?: string
   offline?: boolean
   /** Fetch states but never upload logs, exposures or telemetry. */
   disableLogUpload?: boolean
@@ -196,6 +216,19 @@ export interface NativeOptions {
    * for uploads (HOST.md §B, §C).
    */
   requestTimeoutMs?: number
+  /** Bound on establishing a connection (default 5 s). */
+  connectTimeoutMs?: number
+  /** Bound on each wait for response data (default: none beyond `requestTimeoutMs`). */
+  readTimeoutMs?: number
+  /**
+   * Proxy for every request (`http://[user:pass@]host:port`); else `HTTPS_PROXY` /
+   * `HTTP_PROXY` apply to non-loopback targets. `NO_PROXY` is honoured either way.
+   */
+  proxy?: string
+  /** PEM certificates to trust besides the system roots (and `NODE_EXTRA_CA_CERTS`). */
+  caCertificates?: Array<string>
+  /** A product token sent before ours in `User-Agent`. */
+  userAgent?: string
   enableApplyDedup?: boolean
   disableExposureCollection?: boolean
   sdkVersion?: string
@@ -241,6 +274,8 @@ export interface NativeStatus {
   etag?: string
   lastError?: string
   changedFlags: Array<string>
+  /** The state in force was restored from the snapshot and not yet confirmed by the CDN. */
+  fromSnapshot: boolean
 }
 
 /**

@@ -1,23 +1,177 @@
-//! One way to talk HTTP for every background task (CDN sync, log upload): how clients are
-//! built (rustls on ring, no proxy for loopback targets), how errors read, and the retry
-//! timing (exponential backoff with jitter, `Retry-After`).
+//! One way to talk HTTP for every background task (CDN sync, log upload, remote store): how
+//! clients are built (rustls on ring, proxies, extra trust roots, timeouts, user agent), how
+//! errors read, and the retry timing (exponential backoff with jitter, `Retry-After`).
 
 use std::collections::hash_map::RandomState;
+use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use reqwest::Url;
+use reqwest::{NoProxy, Proxy, Url};
 
 use crate::crypto;
 
-/// A client for requests to `base`. Traffic to loopback never goes through a proxy; an https
-/// base never follows a redirect down to plain http.
-pub fn client(base: &Url, connect_timeout: Duration) -> Result<reqwest::Client, String> {
+/// Bound on establishing a connection (TCP, proxy tunnel and TLS handshake).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every request sends as `User-Agent`: this package and its version.
+pub const USER_AGENT: &str = concat!("confidence-openfeature-provider-node/", env!("CARGO_PKG_VERSION"));
+
+/// How a host's HTTP clients reach the network. One per host: the CDN sync, the log upload and
+/// the remote materialization store all go the same way (corporate proxies and CAs apply to
+/// all of them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Bound on each wait for data (response head or the next body chunk): a stalled server is
+    /// noticed without cutting a large download that still moves. `None`: only the per-request
+    /// bound applies.
+    pub read_timeout: Option<Duration>,
+    /// A proxy for every request, whatever the environment says (`NO_PROXY` still applies).
+    pub proxy: Option<String>,
+    /// `HTTPS_PROXY` / `https_proxy`: for https targets that are not loopback.
+    pub env_https_proxy: Option<String>,
+    /// `HTTP_PROXY` / `http_proxy`: for plain-http targets that are not loopback.
+    pub env_http_proxy: Option<String>,
+    /// `NO_PROXY` / `no_proxy`: hosts, domains and CIDRs that never go through a proxy.
+    pub no_proxy: Option<String>,
+    /// PEM certificates trusted in addition to the system's roots (a corporate CA).
+    pub extra_ca_pem: Vec<String>,
+    /// A product token put before ours in `User-Agent` (e.g. `my-service/1.2`).
+    pub user_agent_prefix: Option<String>,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: None,
+            proxy: None,
+            env_https_proxy: None,
+            env_http_proxy: None,
+            no_proxy: None,
+            extra_ca_pem: Vec::new(),
+            user_agent_prefix: None,
+        }
+    }
+}
+
+/// Proxy URLs may carry credentials: `Debug` shows only whether one is set.
+impl fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |v: &Option<String>| if v.is_some() { "<set>" } else { "<none>" };
+        f.debug_struct("NetConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("proxy", &set(&self.proxy))
+            .field("env_https_proxy", &set(&self.env_https_proxy))
+            .field("env_http_proxy", &set(&self.env_http_proxy))
+            .field("no_proxy", &self.no_proxy)
+            .field("extra_ca_pem", &self.extra_ca_pem.len())
+            .field("user_agent_prefix", &self.user_agent_prefix)
+            .finish()
+    }
+}
+
+impl NetConfig {
+    /// Reads the proxy variables and `NODE_EXTRA_CA_CERTS` through `lookup` (the process
+    /// environment in the addon, a map in tests). Upper case wins over lower case, as in curl.
+    /// An unreadable `NODE_EXTRA_CA_CERTS` file is skipped: Node itself only warns about it at
+    /// start-up, and the options' own `caCertificates` are the place for hard requirements.
+    pub fn with_env(mut self, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let var =
+            |name: &str| lookup(name).or_else(|| lookup(&name.to_ascii_lowercase())).filter(|v| !v.trim().is_empty());
+        self.env_https_proxy = var("HTTPS_PROXY");
+        self.env_http_proxy = var("HTTP_PROXY");
+        self.no_proxy = var("NO_PROXY");
+        if let Some(pem) = var("NODE_EXTRA_CA_CERTS").and_then(|path| std::fs::read_to_string(path).ok()) {
+            self.extra_ca_pem.push(pem);
+        }
+        self
+    }
+
+    /// The `User-Agent` header value.
+    pub fn user_agent(&self) -> String {
+        match self.user_agent_prefix.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+            Some(prefix) => format!("{prefix} {USER_AGENT}"),
+            None => USER_AGENT.to_string(),
+        }
+    }
+
+    /// Checks what can be checked before any request: proxy URLs parse, certificates are PEM.
+    /// Messages never repeat a proxy URL (it may hold a password).
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in
+            [("proxy", &self.proxy), ("HTTPS_PROXY", &self.env_https_proxy), ("HTTP_PROXY", &self.env_http_proxy)]
+        {
+            if let Some(url) = value {
+                proxy_url(url).map_err(|reason| format!("{name}: {reason}"))?;
+            }
+        }
+        for (i, pem) in self.extra_ca_pem.iter().enumerate() {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|_| format!("CA certificate bundle #{} is not valid PEM", i + 1))?;
+            if certs.is_empty() {
+                return Err(format!("CA certificate bundle #{} holds no certificate", i + 1));
+            }
+        }
+        if self.connect_timeout.is_zero() || self.read_timeout.is_some_and(|t| t.is_zero()) {
+            return Err("timeouts must be greater than zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// A proxy URL: `http://` or `https://` (credentials allowed), or a bare `host:port`.
+fn proxy_url(value: &str) -> Result<Url, String> {
+    let value = value.trim();
+    let with_scheme = if value.contains("://") { value.to_string() } else { format!("http://{value}") };
+    let url = Url::parse(&with_scheme).map_err(|e| format!("not a URL ({e})"))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some() => Ok(url),
+        "http" | "https" => Err("has no host".into()),
+        other => Err(format!("unsupported proxy scheme {other:?} (expected http or https)")),
+    }
+}
+
+/// A client for requests to `base`: the configured proxy or else, unless `base` is loopback,
+/// the environment's; extra CAs merged with the system roots; an https base never follows a
+/// redirect down to plain http.
+pub fn client(base: &Url, net: &NetConfig) -> Result<reqwest::Client, String> {
     crypto::install_tls_provider();
-    let mut builder = reqwest::Client::builder().connect_timeout(connect_timeout).https_only(base.scheme() == "https");
-    if is_loopback(base) {
-        builder = builder.no_proxy();
+    net.validate()?;
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(net.connect_timeout)
+        .https_only(base.scheme() == "https")
+        .user_agent(net.user_agent())
+        // The environment is read once, by `NetConfig::with_env`, not behind our back.
+        .no_proxy();
+    if let Some(timeout) = net.read_timeout {
+        builder = builder.read_timeout(timeout);
+    }
+    let no_proxy = || net.no_proxy.as_deref().and_then(NoProxy::from_string);
+    let proxy = |url: &str, make: fn(Url) -> reqwest::Result<Proxy>| -> Result<Proxy, String> {
+        let parsed = proxy_url(url)?;
+        make(parsed).map(|p| p.no_proxy(no_proxy())).map_err(|_| "invalid proxy URL".to_string())
+    };
+    if let Some(url) = &net.proxy {
+        builder = builder.proxy(proxy(url, Proxy::all::<Url>)?);
+    } else if !is_loopback(base) {
+        if let Some(url) = &net.env_https_proxy {
+            builder = builder.proxy(proxy(url, Proxy::https::<Url>)?);
+        }
+        if let Some(url) = &net.env_http_proxy {
+            builder = builder.proxy(proxy(url, Proxy::http::<Url>)?);
+        }
+    }
+    let mut roots = Vec::new();
+    for pem in &net.extra_ca_pem {
+        roots.extend(reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| error_chain(&e))?);
+    }
+    if !roots.is_empty() {
+        builder = builder.tls_certs_merge(roots);
     }
     builder.build().map_err(|e| error_chain(&e.without_url()))
 }

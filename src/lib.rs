@@ -8,7 +8,9 @@ pub mod guest;
 pub mod http;
 pub mod log_upload;
 pub mod metrics;
+pub mod notices;
 pub mod resolver_host;
+pub mod snapshot;
 pub mod state_sync;
 pub mod testkit;
 
@@ -29,6 +31,7 @@ use engine::native::{NativeEngine, NativeEngineConfig};
 use engine::wasm::{WasmEngine, WasmEngineConfig};
 use engine::{Engine, EngineError};
 use guest::GuestModule;
+use http::NetConfig;
 use log_upload::UploadConfig;
 use resolver_host::{HostConfig, HostError, ResolverHost};
 use state_sync::SyncConfig;
@@ -157,14 +160,29 @@ pub struct NativeOptions {
     pub api_base_url: Option<String>,
     pub state_update_interval_ms: Option<u32>,
     pub flush_interval_ms: Option<u32>,
-    /// A `ClientResolverState` as the CDN serves it (encrypted when a key is given).
+    /// A `ClientResolverState` as the CDN serves it (encrypted when a key is given), or the
+    /// content of a snapshot file.
     pub initial_state: Option<Buffer>,
+    /// The last-known-good snapshot file: written after every applied download, served when
+    /// the CDN cannot be reached within the initialize timeout.
+    pub snapshot_path: Option<String>,
     pub offline: Option<bool>,
     /// Fetch states but never upload logs, exposures or telemetry.
     pub disable_log_upload: Option<bool>,
     /// Bound of one HTTP request (state fetch or log upload); default 10 s for states and 5 s
     /// for uploads (HOST.md §B, §C).
     pub request_timeout_ms: Option<u32>,
+    /// Bound on establishing a connection (default 5 s).
+    pub connect_timeout_ms: Option<u32>,
+    /// Bound on each wait for response data (default: none beyond `requestTimeoutMs`).
+    pub read_timeout_ms: Option<u32>,
+    /// Proxy for every request (`http://[user:pass@]host:port`); else `HTTPS_PROXY` /
+    /// `HTTP_PROXY` apply to non-loopback targets. `NO_PROXY` is honoured either way.
+    pub proxy: Option<String>,
+    /// PEM certificates to trust besides the system roots (and `NODE_EXTRA_CA_CERTS`).
+    pub ca_certificates: Option<Vec<String>>,
+    /// A product token sent before ours in `User-Agent`.
+    pub user_agent: Option<String>,
     pub enable_apply_dedup: Option<bool>,
     pub disable_exposure_collection: Option<bool>,
     pub sdk_version: Option<String>,
@@ -232,6 +250,16 @@ pub struct NativeStatus {
     pub etag: Option<String>,
     pub last_error: Option<String>,
     pub changed_flags: Vec<String>,
+    /// The state in force was restored from the snapshot and not yet confirmed by the CDN.
+    pub from_snapshot: bool,
+}
+
+/// A message for the provider's logger.
+#[napi(object)]
+pub struct NativeNotice {
+    /// `"info"` or `"warn"`.
+    pub level: String,
+    pub message: String,
 }
 
 /// One provider's native half: a resolver engine kept fresh from the CDN and flushing its
@@ -286,6 +314,17 @@ impl NativeResolver {
             sync.encryption_key =
                 Some(key.parse().map_err(|e| err(Code::InvalidOption, format!("encryptionKey: {e}")))?);
         }
+        let net = NetConfig {
+            connect_timeout: millis(options.connect_timeout_ms.map(|ms| ms.max(1)), 5_000),
+            read_timeout: options.read_timeout_ms.map(|ms| Duration::from_millis(u64::from(ms.max(1)))),
+            proxy: options.proxy.filter(|p| !p.trim().is_empty()),
+            extra_ca_pem: options.ca_certificates.unwrap_or_default(),
+            user_agent_prefix: options.user_agent,
+            ..NetConfig::default()
+        }
+        .with_env(|name| std::env::var(name).ok());
+        net.validate().map_err(|e| err(Code::InvalidOption, e))?;
+        sync.net = net;
         let mut upload = UploadConfig::new(options.flag_client_secret.clone());
         if let Some(ms) = options.request_timeout_ms {
             let timeout = Duration::from_millis(u64::from(ms.max(1)));
@@ -306,6 +345,7 @@ impl NativeResolver {
             offline: options.offline.unwrap_or(false),
             disable_log_upload: options.disable_log_upload.unwrap_or(false),
             initial_state: options.initial_state.map(|b| b.to_vec()),
+            snapshot_path: options.snapshot_path.filter(|p| !p.is_empty()).map(Into::into),
         };
         let host = ResolverHost::new(engine, config)?;
         Ok(NativeResolver { host: Arc::new(host), secret: options.flag_client_secret })
@@ -500,6 +540,19 @@ impl NativeResolver {
             etag: s.etag,
             last_error: s.last_error,
             changed_flags: s.changed_flags,
+            from_snapshot: s.from_snapshot,
         }
+    }
+
+    /// Messages for the provider's logger since the previous call, oldest first (the host never
+    /// calls into JS itself).
+    #[napi]
+    pub fn take_notices(&self) -> Vec<NativeNotice> {
+        self.host
+            .notices()
+            .take()
+            .into_iter()
+            .map(|n| NativeNotice { level: n.level.as_str().to_string(), message: n.message })
+            .collect()
     }
 }

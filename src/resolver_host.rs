@@ -2,6 +2,7 @@
 //! the flush loop draining it into the log uploader. Knows nothing of JS; `lib.rs` wraps it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,11 +13,14 @@ use confidence_resolver::proto::confidence::flags::resolver::v1::{sdk, Sdk, SdkI
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::crypto::{decrypt_state, StateKey};
 use crate::engine::{Engine, EngineError};
 use crate::http;
 use crate::log_upload::{LogUploader, UploadConfig, UploadError};
-use crate::state_sync::{run_sync_loop, FirstStateError, StateFetcher, StateSink, StateUpdate, SyncConfig, SyncStatus};
+use crate::notices::{Level, Notices};
+use crate::snapshot::{self, Snapshot};
+use crate::state_sync::{
+    decode_body, run_sync_loop, FirstStateError, StateFetcher, StateSink, StateUpdate, SyncConfig, SyncStatus,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -45,8 +49,12 @@ pub struct HostConfig {
     /// telemetry are never uploaded; they wait in the bounded backlog, as offline (where the
     /// test kit can read them), oldest dropped and counted when it is full.
     pub disable_log_upload: bool,
-    /// A `ClientResolverState` as the CDN serves it (encrypted when a key is configured).
+    /// A `ClientResolverState` as the CDN serves it (encrypted when a key is configured), or a
+    /// snapshot file's content (`snapshot.rs`).
     pub initial_state: Option<Vec<u8>>,
+    /// Where the last-known-good snapshot lives: written after every applied download, served
+    /// when the first state cannot be fetched in time.
+    pub snapshot_path: Option<PathBuf>,
 }
 
 impl HostConfig {
@@ -56,19 +64,47 @@ impl HostConfig {
     }
 }
 
-/// Applies fetched states to the engine and keeps the uploader's route in step.
+/// Applies fetched states to the engine, keeps the uploader's route in step and writes the
+/// snapshot.
 struct EngineSink {
     engine: Arc<dyn Engine>,
     uploader: Arc<LogUploader>,
     sdk: Sdk,
     enable_apply_dedup: bool,
     disable_exposure_collection: bool,
+    /// Held for a whole swap, so a snapshot restore cannot interleave with a download's apply.
+    applied: Mutex<Applied>,
+    snapshot: Option<SnapshotTarget>,
+    notices: Arc<Notices>,
+}
+
+#[derive(Default)]
+struct Applied {
     /// Encoded flags of the state in force, to report which flags a swap changed.
-    flags: Mutex<HashMap<String, Vec<u8>>>,
+    flags: HashMap<String, Vec<u8>>,
+    /// States loaded so far.
+    loads: u64,
+}
+
+struct SnapshotTarget {
+    path: PathBuf,
+    digest: [u8; 32],
+    encrypted: bool,
 }
 
 impl EngineSink {
-    fn load(&self, state: &[u8], account: &str, log_destinations: &[i32]) -> Result<Vec<String>, String> {
+    /// Loads a state unless `only_first` and one was loaded already; `None` when skipped.
+    fn load(
+        &self,
+        state: &[u8],
+        account: &str,
+        log_destinations: &[i32],
+        only_first: bool,
+    ) -> Result<Option<Vec<String>>, String> {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if only_first && applied.loads > 0 {
+            return Ok(None);
+        }
         let request = SetResolverStateRequest {
             state: state.to_vec(),
             account_id: account.to_string(),
@@ -81,22 +117,34 @@ impl EngineSink {
         let next: HashMap<String, Vec<u8>> = ResolverState::decode(state)
             .map(|s| s.flags.into_iter().map(|f| (f.name.clone(), f.encode_to_vec())).collect())
             .unwrap_or_default();
-        let mut current = self.flags.lock().unwrap_or_else(|p| p.into_inner());
         let mut changed: Vec<String> = next
             .iter()
-            .filter(|(name, bytes)| current.get(*name) != Some(*bytes))
+            .filter(|(name, bytes)| applied.flags.get(*name) != Some(*bytes))
             .map(|(name, _)| name.clone())
-            .chain(current.keys().filter(|name| !next.contains_key(*name)).cloned())
+            .chain(applied.flags.keys().filter(|name| !next.contains_key(*name)).cloned())
             .collect();
         changed.sort();
-        *current = next;
-        Ok(changed)
+        applied.flags = next;
+        applied.loads += 1;
+        Ok(Some(changed))
+    }
+
+    /// Saves a download that was just applied. A failed write costs only the fallback, so it
+    /// is reported, not raised.
+    fn save_snapshot(&self, update: &StateUpdate) {
+        let Some(target) = &self.snapshot else { return };
+        let snapshot = Snapshot { body: update.body.clone(), etag: update.etag.clone(), encrypted: target.encrypted };
+        if let Err(e) = snapshot::write_atomic(&target.path, &snapshot::encode(&target.digest, &snapshot)) {
+            self.notices.push(Level::Warn, format!("cannot write the state snapshot {}: {e}", target.path.display()));
+        }
     }
 }
 
 impl StateSink for EngineSink {
     fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, String> {
-        self.load(&update.state, &update.account, &update.log_destinations)
+        let changed = self.load(&update.state, &update.account, &update.log_destinations, false)?.unwrap_or_default();
+        self.save_snapshot(update);
+        Ok(changed)
     }
 }
 
@@ -111,6 +159,7 @@ pub struct ResolverHost {
     sink: Arc<EngineSink>,
     status: Arc<SyncStatus>,
     config: HostConfig,
+    notices: Arc<Notices>,
     tasks: Mutex<Option<Tasks>>,
 }
 
@@ -121,9 +170,15 @@ impl ResolverHost {
         config.sync.state_url().map_err(|e| HostError::Config(e.to_string()))?;
         let api = reqwest::Url::parse(&config.upload.api_base_url)
             .map_err(|e| HostError::Config(format!("invalid API base URL: {e}")))?;
-        let client = http::client(&api, config.sync.connect_timeout).map_err(HostError::Config)?;
+        let client = http::client(&api, &config.sync.net).map_err(HostError::Config)?;
         let uploader =
             Arc::new(LogUploader::new(client, config.upload.clone()).map_err(|e| HostError::Config(e.to_string()))?);
+        let notices = Arc::new(Notices::default());
+        let snapshot = config.snapshot_path.clone().map(|path| SnapshotTarget {
+            path,
+            digest: snapshot::secret_digest(&config.sync.client_secret),
+            encrypted: config.sync.encryption_key.is_some(),
+        });
         let sink = Arc::new(EngineSink {
             engine: engine.clone(),
             uploader: uploader.clone(),
@@ -133,7 +188,9 @@ impl ResolverHost {
             },
             enable_apply_dedup: config.enable_apply_dedup,
             disable_exposure_collection: config.disable_exposure_collection,
-            flags: Mutex::new(HashMap::new()),
+            applied: Mutex::new(Applied::default()),
+            snapshot,
+            notices: notices.clone(),
         });
         let host = ResolverHost {
             engine,
@@ -141,30 +198,80 @@ impl ResolverHost {
             sink,
             status: Arc::new(SyncStatus::new()),
             config,
+            notices,
             tasks: Mutex::new(None),
         };
         if let Some(bytes) = host.config.initial_state.clone() {
-            host.load_initial(&bytes, host.config.sync.encryption_key.as_ref())?;
+            host.load_initial(&bytes)?;
         }
         Ok(host)
     }
 
-    fn load_initial(&self, bytes: &[u8], key: Option<&StateKey>) -> Result<(), HostError> {
-        let plain = match key {
-            Some(key) => decrypt_state(key, bytes).map_err(|e| HostError::InitialState(e.to_string()))?,
-            None => bytes.to_vec(),
+    /// The body of a snapshot (checked to be this client's) or, unless `snapshot_only`, a bare
+    /// CDN body, decoded.
+    fn open(&self, bytes: &[u8], snapshot_only: bool) -> Result<(ClientResolverState, Option<String>), String> {
+        let key = self.config.sync.encryption_key.as_ref();
+        let (body, etag) = if snapshot_only || snapshot::is_snapshot(bytes) {
+            let digest = snapshot::secret_digest(&self.config.sync.client_secret);
+            let s = snapshot::decode(bytes, &digest, key.is_some()).map_err(|e| e.to_string())?;
+            (s.body, s.etag)
+        } else {
+            (bytes.to_vec(), None)
         };
-        let wrapper = ClientResolverState::decode(plain.as_slice())
-            .map_err(|e| HostError::InitialState(format!("not a ClientResolverState: {e}")))?;
-        if wrapper.account.is_empty() {
-            return Err(HostError::InitialState("the state names no account".into()));
-        }
+        Ok((decode_body(&body, key).map_err(|e| e.to_string())?, etag))
+    }
+
+    fn load_initial(&self, bytes: &[u8]) -> Result<(), HostError> {
+        let (wrapper, etag) = self.open(bytes, false).map_err(HostError::InitialState)?;
         let changed = self
             .sink
-            .load(&wrapper.state, &wrapper.account, &wrapper.log_destinations)
-            .map_err(HostError::InitialState)?;
-        self.status.record_applied(None, changed);
+            .load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, false)
+            .map_err(HostError::InitialState)?
+            .unwrap_or_default();
+        self.status.record_applied(etag, changed);
         Ok(())
+    }
+
+    /// Serves the snapshot when no state could be fetched in time; `Ok(false)` when there is
+    /// none to serve, a state arrived meanwhile, or the snapshot is unusable (with a warning:
+    /// a corrupt, truncated or foreign file is never trusted).
+    fn restore_snapshot(&self, why: &FirstStateError) -> bool {
+        let Some(path) = &self.config.snapshot_path else { return false };
+        let opened = snapshot::read(path, self.config.sync.max_state_bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| bytes.map(|b| self.open(&b, true)).transpose());
+        let (wrapper, etag) = match opened {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return false,
+            Err(e) => {
+                self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {e}", path.display()));
+                return false;
+            }
+        };
+        match self.sink.load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, true) {
+            Ok(Some(changed)) => {
+                self.status.record_restored(etag.clone(), changed);
+                self.notices.push(
+                    Level::Warn,
+                    format!(
+                        "serving the last-known-good state snapshot {} (ETag {}) because the CDN could not be reached: {why}; still polling the CDN",
+                        path.display(),
+                        etag.as_deref().unwrap_or("none")
+                    ),
+                );
+                true
+            }
+            // A download was applied meanwhile: it is newer than any snapshot.
+            Ok(None) => true,
+            Err(e) => {
+                self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {e}", path.display()));
+                false
+            }
+        }
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.config
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -177,6 +284,11 @@ impl ResolverHost {
 
     pub fn uploader(&self) -> &Arc<LogUploader> {
         &self.uploader
+    }
+
+    /// Messages for the user's logger, oldest first.
+    pub fn notices(&self) -> &Notices {
+        &self.notices
     }
 
     /// Starts the sync loop (unless offline) and the flush loop on the current runtime.
@@ -210,9 +322,14 @@ impl ResolverHost {
         Ok(())
     }
 
-    /// Resolves when a state is in force; with none after `timeout`, the reason.
+    /// Resolves when a state is in force; with none after `timeout` (or a failure retrying
+    /// cannot fix), serves the snapshot if there is a usable one, else fails with the reason.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), HostError> {
-        Ok(self.status.wait_for_first_state(timeout).await?)
+        match self.status.wait_for_first_state(timeout).await {
+            Ok(()) => Ok(()),
+            Err(why) if self.restore_snapshot(&why) => Ok(()),
+            Err(why) => Err(why.into()),
+        }
     }
 
     /// Drains the engine and uploads everything now (also with the flush loop running).

@@ -22,14 +22,12 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::watch;
 
 use crate::crypto::{self, CryptoError, StateKey};
-use crate::http::{self, error_chain, is_loopback, parse_retry_after, Backoff, Jitter};
+use crate::http::{self, error_chain, is_loopback, parse_retry_after, Backoff, Jitter, NetConfig};
 
 /// Confidence's production CDN.
 pub const DEFAULT_CDN_BASE_URL: &str = "https://confidence-resolver-state-cdn.spotifycdn.com/";
 /// Bound on one whole request (connect, headers and body).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on establishing the connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest body accepted; real states are a few MiB at most.
 pub const DEFAULT_MAX_STATE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -48,8 +46,8 @@ pub struct SyncConfig {
     pub encryption_key: Option<StateKey>,
     /// Bound on one whole request, body included.
     pub request_timeout: Duration,
-    /// Bound on establishing the connection.
-    pub connect_timeout: Duration,
+    /// Timeouts, proxies and trust roots (shared with the host's other clients).
+    pub net: NetConfig,
     /// Bodies larger than this are rejected without buffering them.
     pub max_state_bytes: usize,
 }
@@ -62,7 +60,7 @@ impl SyncConfig {
             client_secret: client_secret.into(),
             encryption_key: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            net: NetConfig::default(),
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
         }
     }
@@ -72,7 +70,7 @@ impl SyncConfig {
         if self.client_secret.is_empty() {
             return Err(ConfigError::EmptySecret);
         }
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+        if self.request_timeout.is_zero() {
             return Err(ConfigError::ZeroTimeout);
         }
         if self.max_state_bytes == 0 {
@@ -113,7 +111,7 @@ impl fmt::Debug for SyncConfig {
             .field("client_secret", &"<redacted>")
             .field("encryption_key", &self.encryption_key)
             .field("request_timeout", &self.request_timeout)
-            .field("connect_timeout", &self.connect_timeout)
+            .field("net", &self.net)
             .field("max_state_bytes", &self.max_state_bytes)
             .finish()
     }
@@ -241,7 +239,7 @@ impl StateFetcher {
     /// Validates `config` and builds the HTTP client.
     pub fn new(config: SyncConfig) -> Result<Self, ConfigError> {
         let url = config.state_url()?;
-        let client = http::client(&url, config.connect_timeout).map_err(ConfigError::HttpClient)?;
+        let client = http::client(&url, &config.net).map_err(ConfigError::HttpClient)?;
         Ok(StateFetcher {
             client,
             url,
@@ -308,15 +306,7 @@ impl StateFetcher {
         if let Some(len) = declared.filter(|len| *len != body.len() as u64) {
             return Err(SyncError::Body(format!("received {} of {len} bytes", body.len())));
         }
-        let plain = match &self.key {
-            Some(key) => Cow::Owned(crypto::decrypt_state(key, &body)?),
-            None => Cow::Borrowed(body.as_slice()),
-        };
-        let decoded = ClientResolverState::decode(plain.as_ref()).map_err(|e| SyncError::Decode(e.to_string()))?;
-        drop(plain);
-        if decoded.account.is_empty() {
-            return Err(SyncError::EmptyAccount);
-        }
+        let decoded = decode_body(&body, self.key.as_ref())?;
         Ok(Fetched::State(StateUpdate {
             state: decoded.state,
             account: decoded.account,
@@ -335,6 +325,20 @@ impl StateFetcher {
             SyncError::Network(error_chain(&error.without_url()))
         }
     }
+}
+
+/// A CDN body (encrypted when `key` is set) as the wrapper it carries, checked to name an
+/// account. The one decoder for downloads, initial states and snapshots.
+pub fn decode_body(body: &[u8], key: Option<&StateKey>) -> Result<ClientResolverState, SyncError> {
+    let plain = match key {
+        Some(key) => Cow::Owned(crypto::decrypt_state(key, body)?),
+        None => Cow::Borrowed(body),
+    };
+    let decoded = ClientResolverState::decode(plain.as_ref()).map_err(|e| SyncError::Decode(e.to_string()))?;
+    if decoded.account.is_empty() {
+        return Err(SyncError::EmptyAccount);
+    }
+    Ok(decoded)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,6 +363,8 @@ struct Detail {
     etag: Option<String>,
     last_error: Option<String>,
     changed_flags: Vec<String>,
+    /// The state in force came from a snapshot and the CDN has not confirmed it since.
+    from_snapshot: bool,
     /// Flags changed by every swap since the last [`SyncStatus::take_changed_flags`]; `None`
     /// when no swap happened. Accumulated so a reader polling slower than the swaps loses none.
     unreported_changes: Option<BTreeSet<String>>,
@@ -385,6 +391,8 @@ pub struct SyncSnapshot {
     pub last_error: Option<String>,
     /// Flags that changed in the last applied update.
     pub changed_flags: Vec<String>,
+    /// The state in force was restored from a snapshot and not yet confirmed by the CDN.
+    pub from_snapshot: bool,
 }
 
 /// The loop's progress as a `watch` value, for waiting without polling.
@@ -450,6 +458,7 @@ impl SyncStatus {
             etag: detail.etag.clone(),
             last_error: detail.last_error.clone(),
             changed_flags: detail.changed_flags.clone(),
+            from_snapshot: detail.from_snapshot,
         }
     }
 
@@ -474,6 +483,11 @@ impl SyncStatus {
         self.detail().last_error.clone()
     }
 
+    /// ETag of the state in force, whoever applied it (the loop, an initial state, a snapshot).
+    pub fn etag(&self) -> Option<String> {
+        self.detail().etag.clone()
+    }
+
     /// Progress as a `watch` receiver (first state, failures, stop).
     pub fn subscribe(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()
@@ -492,14 +506,25 @@ impl SyncStatus {
 
     /// A state was applied; `changed_flags` as reported by the sink.
     pub fn record_applied(&self, etag: Option<String>, changed_flags: Vec<String>) {
+        self.record_in_force(etag, changed_flags, false);
+        self.record_success();
+    }
+
+    /// A state was restored from a snapshot because the CDN could not be reached: in force, but
+    /// not a success of the CDN (`last_success` and the failure counters are left alone).
+    pub fn record_restored(&self, etag: Option<String>, changed_flags: Vec<String>) {
+        self.record_in_force(etag, changed_flags, true);
+    }
+
+    fn record_in_force(&self, etag: Option<String>, changed_flags: Vec<String>, from_snapshot: bool) {
         {
             let mut detail = self.detail();
             detail.etag = etag;
+            detail.from_snapshot = from_snapshot;
             detail.unreported_changes.get_or_insert_with(BTreeSet::new).extend(changed_flags.iter().cloned());
             detail.changed_flags = changed_flags;
         }
         self.updates.fetch_add(1, Ordering::Relaxed);
-        self.record_success();
         self.progress.send_modify(|p| p.applied += 1);
     }
 
@@ -527,7 +552,11 @@ impl SyncStatus {
     }
 
     fn record_success(&self) {
-        self.detail().last_success = Some(SystemTime::now());
+        {
+            let mut detail = self.detail();
+            detail.last_success = Some(SystemTime::now());
+            detail.from_snapshot = false;
+        }
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.progress.send_if_modified(|p| p.last_failure.take().is_some());
     }
@@ -628,6 +657,9 @@ pub async fn run_sync_loop<S: StateSink + 'static>(
     let mut attempt: u32 = 0;
 
     while !*shutdown.borrow() {
+        // `If-None-Match` names the state in force, also when the loop did not apply it (an
+        // initial state or a snapshot restored while the CDN was unreachable).
+        fetcher.commit(status.etag());
         status.record_fetch();
         let fetched = tokio::select! {
             biased;

@@ -42,6 +42,7 @@ fn config(server: &FakeConfidence) -> HostConfig {
         offline: false,
         disable_log_upload: false,
         initial_state: None,
+        snapshot_path: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use confidence_openfeature_provider::crypto::{decrypt_state, encrypt_state, state_path, CryptoError, StateKey};
-use confidence_openfeature_provider::http::{parse_retry_after, Backoff, Jitter};
+use confidence_openfeature_provider::http::{parse_retry_after, Backoff, Jitter, NetConfig};
 use confidence_openfeature_provider::state_sync::{
     run_sync_loop, spawn_sync_loop, ConfigError, Fetched, FirstStateError, StateFetcher, StateSink, StateUpdate,
     SyncConfig, SyncError, SyncStatus, DEFAULT_CDN_BASE_URL,
@@ -50,7 +50,7 @@ fn config(fake: &FakeConfidence) -> SyncConfig {
     SyncConfig {
         cdn_base_url: fake.base_url(),
         request_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(1),
+        net: NetConfig { connect_timeout: Duration::from_secs(1), ..NetConfig::default() },
         ..SyncConfig::new(SECRET)
     }
 }

@@ -490,6 +490,7 @@ async fn an_offline_host_serves_a_test_state_and_the_demo_state() {
             offline: true,
             disable_log_upload: false,
             initial_state: Some(payload),
+            snapshot_path: None,
         };
         let engine: Arc<dyn Engine> = Arc::new(WasmEngine::new(ours().clone(), WasmEngineConfig::default()).unwrap());
         ResolverHost::new(engine, config).expect("the payload is a valid initial state")

@@ -33,8 +33,19 @@ export interface ProviderOptions {
   cdnBaseUrl?: string;
   /** Where logs are uploaded (default Confidence's production API). */
   apiBaseUrl?: string;
-  /** A state as the CDN serves it (encrypted when `encryptionKey` is set): ready at once. */
+  /**
+   * A state as the CDN serves it (encrypted when `encryptionKey` is set), or the content of a
+   * `snapshotPath` file (e.g. baked into an image): ready at once.
+   */
   initialState?: Uint8Array;
+  /**
+   * Last-known-good snapshot file. Every downloaded state is written here (atomically, still
+   * encrypted when it came encrypted, with its ETag); when the CDN cannot be reached within
+   * `initializeTimeout`, the provider starts from it (READY, `stateFromSnapshot` in flag
+   * metadata, a warning logged) and keeps revalidating it with the CDN. A corrupt, truncated or
+   * another client's file is ignored with a warning.
+   */
+  snapshotPath?: string;
   /** Never open a connection: resolve from `initialState` only (logs are kept, not sent). */
   offline?: boolean;
   /**
@@ -45,6 +56,19 @@ export interface ProviderOptions {
   disableLogUpload?: boolean;
   /** Bound of one HTTP request, in ms (default 10 000 for state fetches, 5000 for log uploads). */
   requestTimeout?: number;
+  /** Bound on establishing a connection (TCP, proxy tunnel, TLS), in ms (default 5000). */
+  connectTimeout?: number;
+  /** Bound on each wait for response data, in ms (default: only `requestTimeout` applies). */
+  readTimeout?: number;
+  /**
+   * Proxy for all of the provider's traffic, `http://[user:password@]host:port`. Without it,
+   * `HTTPS_PROXY`/`HTTP_PROXY` apply to non-loopback targets; `NO_PROXY` is honoured in both cases.
+   */
+  proxy?: string;
+  /** Extra trusted CA certificates (PEM), besides the system's and `NODE_EXTRA_CA_CERTS`. */
+  caCertificates?: string | Uint8Array | Array<string | Uint8Array>;
+  /** A product token sent before the package's own in `User-Agent`, e.g. `my-service/1.4`. */
+  userAgent?: string;
   /** Emit PROVIDER_STALE when no fresh state arrived for this long, in ms (default 5 × stateUpdateInterval). */
   staleAfter?: number;
   /** Where the provider reports warnings (default: `console` for warn and error). */
@@ -69,6 +93,12 @@ export interface ResolvedOptions {
   offline: boolean;
   disableLogUpload: boolean;
   requestTimeout: number | undefined;
+  snapshotPath: string | undefined;
+  connectTimeout: number | undefined;
+  readTimeout: number | undefined;
+  proxy: string | undefined;
+  caCertificates: string[] | undefined;
+  userAgent: string | undefined;
   staleAfter: number;
   logger: Logger;
 }
@@ -90,6 +120,12 @@ const KNOWN = new Set([
   'offline',
   'disableLogUpload',
   'requestTimeout',
+  'snapshotPath',
+  'connectTimeout',
+  'readTimeout',
+  'proxy',
+  'caCertificates',
+  'userAgent',
   'staleAfter',
   'logger',
 ]);
@@ -130,6 +166,25 @@ function milliseconds(options: Record<string, unknown>, name: string, fallback: 
     throw new RangeError(`${name} must be between ${min} and ${MAX_MS} ms, got ${value}`);
   }
   return value;
+}
+
+/** Timeouts that are optional (the addon has per-route defaults). */
+function optionalMilliseconds(options: Record<string, unknown>, name: string): number | undefined {
+  return options[name] === undefined ? undefined : milliseconds(options, name, 0, 1);
+}
+
+/** PEM text from strings or bytes, one entry per bundle. */
+function certificates(options: Record<string, unknown>): string[] | undefined {
+  const value = options.caCertificates;
+  if (value === undefined) return undefined;
+  const list = Array.isArray(value) ? value : [value];
+  return list.map((pem, i) => {
+    const text = typeof pem === 'string' ? pem : pem instanceof Uint8Array ? Buffer.from(pem).toString('utf8') : null;
+    if (text === null || !text.includes('-----BEGIN CERTIFICATE-----')) {
+      throw new TypeError(`caCertificates[${i}] must be PEM text (-----BEGIN CERTIFICATE-----), got ${describe(pem)}`);
+    }
+    return text;
+  });
 }
 
 function url(options: Record<string, unknown>, name: string): string | undefined {
@@ -231,7 +286,13 @@ export function resolveOptions(input: ProviderOptions): ResolvedOptions {
     initialState: initialState as Uint8Array | undefined,
     offline,
     disableLogUpload: optionalBoolean(options, 'disableLogUpload'),
-    requestTimeout: options.requestTimeout === undefined ? undefined : milliseconds(options, 'requestTimeout', 0, 1),
+    requestTimeout: optionalMilliseconds(options, 'requestTimeout'),
+    snapshotPath: optionalString(options, 'snapshotPath'),
+    connectTimeout: optionalMilliseconds(options, 'connectTimeout'),
+    readTimeout: optionalMilliseconds(options, 'readTimeout'),
+    proxy: optionalString(options, 'proxy'),
+    caCertificates: certificates(options),
+    userAgent: optionalString(options, 'userAgent'),
     staleAfter: milliseconds(options, 'staleAfter', 5 * stateUpdateInterval, 1),
     logger: (logger as Logger | undefined) ?? consoleLogger,
   };

@@ -18,6 +18,7 @@ export class StateWatcher {
   private phase: Phase = 'NOT_READY';
   private timer: NodeJS.Timeout | undefined;
   private etag: string | undefined;
+  private fromSnapshot = false;
   private cachedMetadata: FlagMetadata = {};
 
   constructor(
@@ -50,6 +51,7 @@ export class StateWatcher {
 
   /** `initialize` succeeded: the SDK announces READY; the initial load is not a change. */
   ready(): void {
+    this.logNotices();
     this.native.takeChangedFlags();
     this.phase = 'READY';
     this.refreshMetadata();
@@ -57,14 +59,26 @@ export class StateWatcher {
 
   /** `initialize` failed: the SDK announces ERROR; we announce READY once a state loads. */
   failed(): void {
+    this.logNotices();
     this.phase = 'ERROR';
   }
 
+  /** What the addon asked to tell the user (snapshot served or ignored, …). */
+  private logNotices(): void {
+    for (const { level, message } of this.native.takeNotices()) {
+      if (level === 'warn') this.options.logger.warn(message);
+      else this.options.logger.info(message);
+    }
+  }
+
   private refreshMetadata(): string | undefined {
-    const { etag, lastSuccessMs, lastError } = this.native.status();
-    if (etag !== this.etag) {
+    const { etag, lastSuccessMs, lastError, fromSnapshot } = this.native.status();
+    if (etag !== this.etag || fromSnapshot !== this.fromSnapshot) {
       this.etag = etag;
-      this.cachedMetadata = etag ? { stateEtag: etag } : {};
+      this.fromSnapshot = fromSnapshot;
+      const metadata: FlagMetadata = etag ? { stateEtag: etag } : {};
+      if (fromSnapshot) metadata.stateFromSnapshot = true;
+      this.cachedMetadata = metadata;
     }
     if (this.options.offline || lastSuccessMs === undefined) return undefined;
     const age = Date.now() - lastSuccessMs;
@@ -75,6 +89,7 @@ export class StateWatcher {
   private tick(): void {
     try {
       this.onTick();
+      this.logNotices();
       if (this.phase === 'NOT_READY') return; // initialize has not finished
       if (this.phase === 'ERROR') {
         if (!this.native.status().ready) return;

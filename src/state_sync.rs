@@ -180,8 +180,9 @@ pub enum Fetched {
 pub enum SyncError {
     #[error("network error fetching state: {0}")]
     Network(String),
-    #[error("timed out fetching state (limit {0:?})")]
-    Timeout(Duration),
+    /// Which bound ran out: connect, read or the whole request.
+    #[error("timed out fetching state ({0})")]
+    Timeout(String),
     #[error("failed to fetch state: HTTP {status}{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
     Http { status: u16, retry_after: Option<Duration> },
     #[error("state body is larger than the {limit}-byte limit")]
@@ -225,6 +226,7 @@ pub struct StateFetcher {
     url: Url,
     key: Option<StateKey>,
     request_timeout: Duration,
+    net: NetConfig,
     max_state_bytes: usize,
     etag: Option<String>,
 }
@@ -245,6 +247,7 @@ impl StateFetcher {
             url,
             key: config.encryption_key,
             request_timeout: config.request_timeout,
+            net: config.net,
             max_state_bytes: config.max_state_bytes,
             etag: None,
         })
@@ -318,7 +321,15 @@ impl StateFetcher {
 
     fn classify(&self, error: reqwest::Error) -> SyncError {
         if error.is_timeout() {
-            SyncError::Timeout(self.request_timeout)
+            let limits = if error.is_connect() {
+                format!("connect limit {:?}", self.net.connect_timeout)
+            } else {
+                match self.net.read_timeout {
+                    Some(read) => format!("read limit {read:?}, request limit {:?}", self.request_timeout),
+                    None => format!("request limit {:?}", self.request_timeout),
+                }
+            };
+            SyncError::Timeout(limits)
         } else if error.is_body() || error.is_decode() {
             SyncError::Body(error_chain(&error.without_url()))
         } else {

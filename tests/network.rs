@@ -200,6 +200,7 @@ async fn a_proxy_that_never_answers_is_cut_by_the_connect_timeout() {
     let err = fetch(format!("https://{CDN_HOST}:443/"), net).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}: {err}", started.elapsed());
     assert!(err.is_retryable(), "{err}");
+    assert_eq!(err.to_string(), "timed out fetching state (connect limit 300ms)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,6 +213,7 @@ async fn a_stalled_response_is_cut_by_the_read_timeout() {
     let err = fetch(fake.base_url(), net).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}: {err}", started.elapsed());
     assert!(err.is_retryable(), "{err}");
+    assert_eq!(err.to_string(), "timed out fetching state (read limit 300ms, request limit 10s)");
 }
 
 #[test]

@@ -365,10 +365,13 @@ impl ResolverHost {
                 let _ = handle.await;
             }
         }
-        match tokio::time::timeout(timeout, self.flush()).await {
+        let flushed = match tokio::time::timeout(timeout, self.flush()).await {
             Ok(result) => result,
             Err(_) => Err(UploadError::Timeout),
-        }
+        };
+        let engine = self.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.close()).await;
+        flushed
     }
 }
 

@@ -394,6 +394,23 @@ fn a_flush_contains_every_resolve_made_before_it() {
     assert!(e.resolve_log_stats().deferred > 0);
 }
 
+/// Closing ends the resolve-log thread without losing what it had queued, and the engine
+/// keeps answering and logging (inline) afterwards.
+#[test]
+fn close_ends_the_log_thread_and_loses_no_resolve() {
+    let e = native_engine(true);
+    assert!(e.has_log_thread());
+    e.load_state(&labelled_state("one")).unwrap();
+    for i in 0..1_000 {
+        e.resolve(labelled_request(&format!("u{i}"), &["flags/first"])).unwrap();
+    }
+    e.close();
+    assert!(!e.has_log_thread());
+    e.resolve(labelled_request("late", &["flags/first"])).unwrap();
+    e.close();
+    assert_eq!(counted(&decoded(e.flush_logs())), (1_001, 1_001));
+}
+
 /// Engines in one process (and on one thread) never see each other's logs.
 #[test]
 fn two_engines_keep_their_logs_apart() {

@@ -106,6 +106,7 @@ struct Shared {
     queue: Mutex<Queue>,
     work: Condvar,
     progress: Condvar,
+    worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Nothing behind these locks is left half-changed by a panic, so a poisoned lock is usable.
@@ -119,6 +120,19 @@ impl Shared {
         for job in jobs {
             let _ = catch_unwind(AssertUnwindSafe(|| job.log(&self.logger)));
         }
+    }
+
+    /// Ends the worker thread and logs what it left queued on the calling thread. Afterwards
+    /// every resolve is logged inline, so a stopped sink loses nothing. Idempotent.
+    fn stop(&self) {
+        lock(&self.queue).stop = true;
+        self.work.notify_all();
+        let worker = lock(&self.worker).take();
+        if let Some(worker) = worker {
+            let _ = worker.join();
+        }
+        let jobs = std::mem::take(&mut lock(&self.queue).jobs);
+        self.log(jobs);
     }
 
     fn run(&self) {
@@ -152,7 +166,22 @@ impl Shared {
 /// A [`ResolveLogSink`] with one worker thread and a bounded queue.
 pub(crate) struct DeferredResolveLog {
     shared: Arc<Shared>,
-    worker: Option<JoinHandle<()>>,
+}
+
+/// Stops a [`DeferredResolveLog`]'s thread from outside the resolver that owns the sink (a
+/// closed provider must not keep a thread until it is garbage-collected).
+#[derive(Clone)]
+pub(crate) struct ResolveLogStopper(Arc<Shared>);
+
+impl ResolveLogStopper {
+    pub(crate) fn stop(&self) {
+        self.0.stop();
+    }
+
+    /// Whether the worker thread is still alive.
+    pub(crate) fn running(&self) -> bool {
+        lock(&self.0.worker).as_ref().is_some_and(|w| !w.is_finished())
+    }
 }
 
 impl DeferredResolveLog {
@@ -160,7 +189,7 @@ impl DeferredResolveLog {
         logger: Arc<CoreResolveLogger>,
         capacity: usize,
         counters: Arc<Counters>,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<(Self, ResolveLogStopper)> {
         let shared = Arc::new(Shared {
             logger,
             capacity: capacity.max(1),
@@ -168,12 +197,14 @@ impl DeferredResolveLog {
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
             progress: Condvar::new(),
+            worker: Mutex::new(None),
         });
         let worker = {
             let shared = shared.clone();
             std::thread::Builder::new().name("confidence-resolve-log".into()).spawn(move || shared.run())?
         };
-        Ok(DeferredResolveLog { shared, worker: Some(worker) })
+        *lock(&shared.worker) = Some(worker);
+        Ok((DeferredResolveLog { shared: shared.clone() }, ResolveLogStopper(shared)))
     }
 }
 
@@ -223,12 +254,7 @@ impl ResolveLogSink for DeferredResolveLog {
 }
 
 impl Drop for DeferredResolveLog {
-    /// Stops the worker; resolves still queued are dropped with the engine's logs.
     fn drop(&mut self) {
-        lock(&self.shared.queue).stop = true;
-        self.shared.work.notify_all();
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.shared.stop();
     }
 }

@@ -99,6 +99,10 @@ pub trait Engine: Send + Sync {
     /// Off the evaluation path: replaces instances that grew past their memory bound.
     fn maintain(&self);
 
+    /// Ends the engine's own threads (a closed provider may stay referenced for a long time).
+    /// The engine still answers afterwards and loses no log; it just does all work inline.
+    fn close(&self) {}
+
     fn metrics(&self) -> EngineMetrics;
 
     /// The resolver's own Prometheus text (latency histogram, resolves by reason, memory).

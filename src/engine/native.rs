@@ -21,7 +21,7 @@ use confidence_resolver::proto::confidence::flags::resolver::v1::{
 use confidence_resolver_core::Core;
 use prost::Message;
 
-use super::deferred_log::{Counters, DeferredResolveLog};
+use super::deferred_log::{Counters, DeferredResolveLog, ResolveLogStopper};
 use super::{worth_uploading, Engine, EngineError, EngineMetrics, FULL_BATCH_BYTES, MAX_DRAIN_ROUNDS};
 use crate::guest::Clock;
 
@@ -63,6 +63,7 @@ pub struct NativeEngine {
     state_loads: AtomicU64,
     panics: AtomicU64,
     resolve_log: Arc<Counters>,
+    stopper: Option<ResolveLogStopper>,
 }
 
 /// The error text the core uses before any state was installed.
@@ -92,13 +93,20 @@ impl NativeEngine {
         // No linear memory to report: the process's memory is not the resolver's alone.
         let mut core = Core::new(move || clock.now(), || 0);
         let resolve_log = Arc::new(Counters::default());
+        let mut stopper = None;
         if config.defer_resolve_log {
             let logger = core.resolve_logger().clone();
-            let sink = DeferredResolveLog::spawn(logger, config.resolve_log_queue, resolve_log.clone())
+            let (sink, stop) = DeferredResolveLog::spawn(logger, config.resolve_log_queue, resolve_log.clone())
                 .map_err(|e| EngineError::Instance(format!("cannot start the resolve-log thread: {e}")))?;
             core = core.with_resolve_log_sink(Box::new(sink));
+            stopper = Some(stop);
         }
-        Ok(NativeEngine { core, state_loads: AtomicU64::new(0), panics: AtomicU64::new(0), resolve_log })
+        Ok(NativeEngine { core, state_loads: AtomicU64::new(0), panics: AtomicU64::new(0), resolve_log, stopper })
+    }
+
+    /// Whether the resolve-log worker thread runs (until [`Engine::close`]).
+    pub fn has_log_thread(&self) -> bool {
+        self.stopper.as_ref().is_some_and(ResolveLogStopper::running)
     }
 
     pub fn resolve_log_stats(&self) -> ResolveLogStats {
@@ -163,6 +171,12 @@ impl Engine for NativeEngine {
 
     /// Nothing to recycle: memory is the process heap, given back as logs are flushed.
     fn maintain(&self) {}
+
+    fn close(&self) {
+        if let Some(stopper) = &self.stopper {
+            stopper.stop();
+        }
+    }
 
     fn metrics(&self) -> EngineMetrics {
         EngineMetrics {

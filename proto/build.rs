@@ -3,7 +3,11 @@
 //! writes (no system protoc needed).
 use std::path::PathBuf;
 
-const FILES: [&str; 2] = ["confidence/wasm/messages.proto", "confidence/flags/admin/v1/client_resolver_state.proto"];
+const FILES: [&str; 3] = [
+    "confidence/wasm/messages.proto",
+    "confidence/flags/admin/v1/client_resolver_state.proto",
+    "confidence/store/v1/materialization_store.proto",
+];
 
 fn main() {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -7,6 +7,11 @@
 
 include!(concat!(env!("OUT_DIR"), "/confidence.wasm.rs"));
 
+/// The remote materialization store's requests and results (WIRE.md §9.5).
+pub mod store {
+    include!(concat!(env!("OUT_DIR"), "/confidence.store.v1.rs"));
+}
+
 /// `confidence.flags.admin.v1` messages outside the crate.
 pub mod admin {
     include!(concat!(env!("OUT_DIR"), "/confidence.flags.admin.v1.rs"));

@@ -8,7 +8,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use reqwest::{NoProxy, Proxy, Url};
+use bytes::Bytes;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{NoProxy, Proxy, StatusCode, Url};
 
 use crate::crypto;
 
@@ -176,6 +178,103 @@ pub fn client(base: &Url, net: &NetConfig) -> Result<reqwest::Client, String> {
     builder.build().map_err(|e| error_chain(&e.without_url()))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Protobuf POSTs (log upload, remote materialization store)
+
+/// Why a POST failed (after its retries). Never contains the URL's secrets or the body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    #[error("HTTP {0}")]
+    Http(u16),
+    #[error("{0}")]
+    Network(String),
+    #[error("the request timed out")]
+    Timeout,
+}
+
+impl PostError {
+    /// Network trouble, timeouts, 408, 429 and 5xx may pass; other statuses will not.
+    pub fn retryable(&self) -> bool {
+        match self {
+            PostError::Http(s) => *s == 408 || *s == 429 || *s >= 500,
+            _ => true,
+        }
+    }
+}
+
+/// Attempts and timing of one logical POST.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all (at least 1).
+    pub attempts: u32,
+    /// Delay before the first retry, doubling after.
+    pub base_delay: Duration,
+    /// Longest pause between attempts, also for a server's `Retry-After`.
+    pub max_delay: Duration,
+    /// Bound of each attempt.
+    pub timeout: Duration,
+}
+
+/// POSTs `body` as `application/x-protobuf` with `authorization`, retrying per `policy`
+/// (honouring `Retry-After` on 429/5xx); the body of the first 2xx answer. `on_failed_attempt`
+/// runs once per failed attempt (for counters).
+pub async fn post_protobuf(
+    client: &reqwest::Client,
+    url: &str,
+    authorization: &HeaderValue,
+    body: Bytes,
+    policy: &RetryPolicy,
+    mut on_failed_attempt: impl FnMut(),
+) -> Result<Bytes, PostError> {
+    let mut backoff = Backoff::new(policy.max_delay).with_base(policy.base_delay);
+    let mut attempt = 0;
+    loop {
+        let (error, hint) = match post_once(client, url, authorization, body.clone(), policy.timeout).await {
+            Ok(answer) => return Ok(answer),
+            Err(failed) => failed,
+        };
+        on_failed_attempt();
+        attempt += 1;
+        if attempt >= policy.attempts.max(1) || !error.retryable() {
+            return Err(error);
+        }
+        tokio::time::sleep(backoff.delay(attempt - 1, hint)).await;
+    }
+}
+
+async fn post_once(
+    client: &reqwest::Client,
+    url: &str,
+    authorization: &HeaderValue,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Bytes, (PostError, Option<Duration>)> {
+    let request = client
+        .post(url)
+        .header(CONTENT_TYPE, "application/x-protobuf")
+        .header(AUTHORIZATION, authorization.clone())
+        .timeout(timeout)
+        .body(body);
+    let classify = |e: reqwest::Error| {
+        if e.is_timeout() {
+            PostError::Timeout
+        } else {
+            PostError::Network(error_chain(&e.without_url()))
+        }
+    };
+    let response = request.send().await.map_err(|e| (classify(e), None))?;
+    let status = response.status();
+    if status.is_success() {
+        // Read the whole answer (also so the connection can be reused).
+        return response.bytes().await.map_err(|e| (classify(e), None));
+    }
+    let hint = (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
+        .then(|| response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()))
+        .flatten()
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    Err((PostError::Http(status.as_u16()), hint))
+}
+
 /// Plain http is acceptable only when the traffic never leaves the machine.
 pub fn is_loopback(url: &Url) -> bool {
     let Some(host) = url.host_str() else { return false };
@@ -328,6 +427,12 @@ impl Backoff {
     /// Backoff capped at `max` (the poll interval), with random jitter.
     pub fn new(max: Duration) -> Self {
         Backoff { base: Self::BASE, max, jitter: Jitter::random() }
+    }
+
+    /// Starts from `base` instead of [`Backoff::BASE`].
+    pub fn with_base(mut self, base: Duration) -> Self {
+        self.base = base;
+        self
     }
 
     /// Replaces the jitter source (tests: `Jitter::fixed(1.0)`).

@@ -9,6 +9,7 @@ pub mod http;
 pub mod log_upload;
 pub mod metrics;
 pub mod notices;
+pub mod remote_store;
 pub mod resolver_host;
 pub mod snapshot;
 pub mod state_sync;
@@ -33,6 +34,7 @@ use engine::{Engine, EngineError};
 use guest::GuestModule;
 use http::NetConfig;
 use log_upload::UploadConfig;
+use remote_store::RemoteStore;
 use resolver_host::{HostConfig, HostError, ResolverHost};
 use state_sync::SyncConfig;
 
@@ -56,6 +58,7 @@ pub enum Code {
     Crashed,
     Timeout,
     Upload,
+    Store,
 }
 
 impl AsRef<str> for Code {
@@ -68,6 +71,7 @@ impl AsRef<str> for Code {
             Code::Crashed => "RESOLVER_CRASHED",
             Code::Timeout => "TIMEOUT",
             Code::Upload => "UPLOAD_FAILED",
+            Code::Store => "STORE_FAILED",
         }
     }
 }
@@ -268,6 +272,8 @@ pub struct NativeNotice {
 pub struct NativeResolver {
     host: Arc<ResolverHost>,
     secret: String,
+    /// The remote materialization store, built on first use.
+    store: std::sync::OnceLock<std::result::Result<Arc<RemoteStore>, String>>,
 }
 
 fn native_record(r: MaterializationRecord) -> NativeMaterialization {
@@ -348,7 +354,11 @@ impl NativeResolver {
             snapshot_path: options.snapshot_path.filter(|p| !p.is_empty()).map(Into::into),
         };
         let host = ResolverHost::new(engine, config)?;
-        Ok(NativeResolver { host: Arc::new(host), secret: options.flag_client_secret })
+        Ok(NativeResolver {
+            host: Arc::new(host),
+            secret: options.flag_client_secret,
+            store: std::sync::OnceLock::new(),
+        })
     }
 
     /// Starts background sync and flushing; resolves once a state is in force, rejects with
@@ -554,5 +564,42 @@ impl NativeResolver {
             .into_iter()
             .map(|n| NativeNotice { level: n.level.as_str().to_string(), message: n.message })
             .collect()
+    }
+
+    /// The remote materialization store (`'CONFIDENCE_REMOTE_STORE'`): the records it holds for
+    /// the resolver's `reads`, negatives omitted, ready for `resume`. Rejects with `STORE_FAILED`
+    /// after HOST.md §C.3's bounded retries, at once when offline.
+    #[napi]
+    pub async fn read_remote_materializations(
+        &self,
+        reads: Vec<NativeMaterialization>,
+    ) -> napi::Result<Vec<NativeMaterialization>> {
+        let store = self.remote_store().map_err(rejection)?;
+        let queries: Vec<MaterializationRecord> = reads.into_iter().map(record).collect();
+        let found = store.read(&queries).await.map_err(|e| rejection(err(Code::Store, e)))?;
+        Ok(found.into_iter().map(native_record).collect())
+    }
+
+    /// Stores the resolver's sticky assignments in the remote materialization store.
+    #[napi]
+    pub async fn write_remote_materializations(&self, writes: Vec<NativeMaterialization>) -> napi::Result<()> {
+        let store = self.remote_store().map_err(rejection)?;
+        let records: Vec<MaterializationRecord> = writes.into_iter().map(record).collect();
+        store.write(&records).await.map_err(|e| rejection(err(Code::Store, e)))
+    }
+
+    fn remote_store(&self) -> Result<Arc<RemoteStore>> {
+        let config = self.host.config();
+        if config.offline {
+            return Err(err(Code::Store, "the provider is offline: the remote materialization store is not reachable"));
+        }
+        self.store
+            .get_or_init(|| {
+                RemoteStore::new(&config.upload.api_base_url, &self.secret, &config.sync.net)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|e| err(Code::Store, e))
     }
 }

@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::StatusCode;
+use reqwest::header::HeaderValue;
 
-use crate::http::{error_chain, parse_retry_after, Backoff};
+use crate::http::{self, Backoff, PostError, RetryPolicy};
 
 pub const DEFAULT_API_BASE_URL: &str = "https://resolver.confidence.dev";
 pub const DEFAULT_CLOUDFLARE_BASE_URL: &str = "https://epx-flags-logs.experimentation-platform.workers.dev";
@@ -62,11 +61,12 @@ pub enum UploadError {
     Timeout,
 }
 
-impl UploadError {
-    fn retryable(&self) -> bool {
-        match self {
-            UploadError::Http(s) => *s == 408 || *s == 429 || *s >= 500,
-            _ => true,
+impl From<PostError> for UploadError {
+    fn from(e: PostError) -> Self {
+        match e {
+            PostError::Http(status) => UploadError::Http(status),
+            PostError::Network(reason) => UploadError::Network(reason),
+            PostError::Timeout => UploadError::Timeout,
         }
     }
 }
@@ -74,6 +74,8 @@ impl UploadError {
 /// Upload counters, readable from any thread.
 #[derive(Debug, Default)]
 pub struct UploadStats {
+    /// Batches handed over by the engine: every one ends up sent, dropped or still queued.
+    pub batches_enqueued: AtomicU64,
     pub batches_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub failed_attempts: AtomicU64,
@@ -130,10 +132,6 @@ fn ingest_body(account: &str, batch: &[u8]) -> Vec<u8> {
         out.extend_from_slice(bytes);
     }
     out
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, std::time::SystemTime::now())
 }
 
 impl Deref for LogUploader {
@@ -198,6 +196,7 @@ impl Uploader {
     pub fn enqueue(&self, batches: impl IntoIterator<Item = Vec<u8>>) {
         let mut backlog = lock(&self.backlog);
         for batch in batches {
+            self.stats.batches_enqueued.fetch_add(1, Ordering::Relaxed);
             backlog.bytes += batch.len();
             let id = backlog.next_id;
             backlog.next_id += 1;
@@ -270,48 +269,16 @@ impl Uploader {
 
     /// `body` is reference-counted: retries and destinations share one copy of the batch.
     async fn post_with_retries(&self, url: &str, body: Bytes) -> Result<(), UploadError> {
-        let mut backoff = Backoff::new(MAX_RETRY_DELAY);
-        let mut attempt = 0;
-        loop {
-            let (result, hint) = self.post(url, body.clone()).await;
-            let error = match result {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
+        let policy = RetryPolicy {
+            attempts: self.config.max_attempts,
+            base_delay: Backoff::BASE,
+            max_delay: MAX_RETRY_DELAY,
+            timeout: self.config.request_timeout,
+        };
+        let failed = || {
             self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            attempt += 1;
-            if attempt >= self.config.max_attempts || !error.retryable() {
-                return Err(error);
-            }
-            tokio::time::sleep(backoff.delay(attempt - 1, hint)).await;
-        }
-    }
-
-    async fn post(&self, url: &str, body: Bytes) -> (Result<(), UploadError>, Option<Duration>) {
-        let request = self
-            .client
-            .post(url)
-            .header(CONTENT_TYPE, "application/x-protobuf")
-            .header(AUTHORIZATION, self.auth.clone())
-            .timeout(self.config.request_timeout)
-            .body(body);
-        match request.send().await {
-            Ok(resp) if resp.status().is_success() => {
-                // Read the (empty) body so the connection can be reused.
-                let _ = resp.bytes().await;
-                (Ok(()), None)
-            }
-            Ok(resp) => {
-                let hint = if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() {
-                    retry_after(resp.headers())
-                } else {
-                    None
-                };
-                (Err(UploadError::Http(resp.status().as_u16())), hint)
-            }
-            Err(e) if e.is_timeout() => (Err(UploadError::Timeout), None),
-            Err(e) => (Err(UploadError::Network(error_chain(&e.without_url()))), None),
-        }
+        };
+        http::post_protobuf(&self.client, url, &self.auth, body, &policy, failed).await.map(drop).map_err(Into::into)
     }
 }
 

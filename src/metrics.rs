@@ -25,6 +25,12 @@ fn rows(
         ("confidence_state_age_seconds", "Seconds since the last successful fetch (-1: none yet).", "gauge", age),
         ("confidence_state_swaps_total", "States loaded into the resolver.", "counter", engine.state_loads as f64),
         (
+            "confidence_log_batches_enqueued_total",
+            "Log batches produced by the resolver (each is later sent, dropped or still queued).",
+            "counter",
+            u(&upload.batches_enqueued),
+        ),
+        (
             "confidence_log_batches_sent_total",
             "Log batches accepted by Confidence.",
             "counter",
@@ -136,10 +142,12 @@ mod tests {
         let sync = SyncSnapshot { fetches: 3, not_modified: 2, ..Default::default() };
         let upload = UploadStats::default();
         upload.dropped_batches.store(4, Ordering::Relaxed);
+        upload.batches_enqueued.store(9, Ordering::Relaxed);
         let engine = EngineMetrics { guest_memory_bytes: 1 << 20, instances: 2, ..Default::default() };
         let text = render(&sync, &upload, &engine, "resolver_line 1\n");
         assert!(text.contains("# TYPE confidence_state_fetches_total counter\nconfidence_state_fetches_total 3\n"));
         assert!(text.contains("confidence_log_batches_dropped_total 4\n"));
+        assert!(text.contains("confidence_log_batches_enqueued_total 9\n"));
         assert!(text.contains("confidence_guest_memory_bytes 1048576\n"));
         assert!(text.contains("confidence_state_age_seconds -1\n"));
         assert!(text.ends_with("resolver_line 1\n"));

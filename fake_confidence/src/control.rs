@@ -82,6 +82,7 @@ async fn execute(shared: &Arc<Shared>, command: &Value) -> Result<Reply, String>
             let mut reply = Map::new();
             reply.insert("cdn".into(), of(Route::Cdn));
             reply.insert("logs".into(), of(Route::Logs));
+            reply.insert("store".into(), of(Route::Store));
             Ok((reply, After::Nothing))
         }
         "logs" => {
@@ -98,6 +99,17 @@ async fn execute(shared: &Arc<Shared>, command: &Value) -> Result<Reply, String>
             reply.insert("logs".into(), Value::Array(logs));
             Ok((reply, After::Nothing))
         }
+        "store_include" => {
+            shared.store().include(str_field(command, "materialization")?, str_field(command, "unit")?);
+            done()
+        }
+        "store_variants" => {
+            let rows: Vec<Value> =
+                shared.store().variants().into_iter().map(|(m, u, r, v)| json!([m, u, r, v])).collect();
+            let mut reply = Map::new();
+            reply.insert("variants".into(), Value::Array(rows));
+            Ok((reply, After::Nothing))
+        }
         "clear_logs" => {
             shared.logs().clear();
             done()
@@ -105,7 +117,7 @@ async fn execute(shared: &Arc<Shared>, command: &Value) -> Result<Reply, String>
         "reset" => {
             shared.logs().clear();
             shared.counters().clear();
-            for route in [Route::Cdn, Route::Logs] {
+            for route in [Route::Cdn, Route::Logs, Route::Store] {
                 shared.set_fault(route, Fault::None).await.map_err(|e| format!("cannot re-bind: {e}"))?;
             }
             done()
@@ -130,6 +142,7 @@ fn route_of(name: &str) -> Result<Route, String> {
     match name {
         "cdn" => Ok(Route::Cdn),
         "logs" => Ok(Route::Logs),
+        "store" => Ok(Route::Store),
         other => Err(format!("unknown route {other:?} (expected \"cdn\" or \"logs\")")),
     }
 }

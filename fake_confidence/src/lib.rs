@@ -9,6 +9,7 @@
 mod base64;
 mod control;
 pub mod http;
+pub mod store;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -41,6 +42,8 @@ pub enum Route {
     Cdn,
     /// `POST /v1/clientFlagLogs:write` and `POST /v1/flagLogs:ingest`.
     Logs,
+    /// `POST /v1/materialization:{read,write}MaterializedOperations`.
+    Store,
 }
 
 /// How to misbehave on a route.
@@ -133,6 +136,7 @@ impl FakeConfidence {
             faults: Mutex::default(),
             counters: Mutex::default(),
             logs: Mutex::default(),
+            store: Mutex::default(),
             listening: tokio::sync::Mutex::new(None),
             rng: Mutex::new(seed()),
         });
@@ -184,6 +188,16 @@ impl FakeConfidence {
         self.shared.logs().clear();
     }
 
+    /// Puts `unit` into the materialized segment `materialization` of the remote store.
+    pub fn store_include(&self, materialization: &str, unit: &str) {
+        self.shared.store().include(materialization, unit);
+    }
+
+    /// Variants clients wrote to the remote store: `(materialization, unit, rule, variant)`.
+    pub fn store_variants(&self) -> Vec<(String, String, String, String)> {
+        self.shared.store().variants()
+    }
+
     pub fn reset_counters(&self) {
         self.shared.counters().clear();
     }
@@ -220,6 +234,7 @@ struct Shared {
     faults: Mutex<HashMap<Route, Fault>>,
     counters: Mutex<HashMap<Route, Counters>>,
     logs: Mutex<Vec<ReceivedLog>>,
+    store: Mutex<store::Store>,
     /// Async: held while waiting for the accept task to release the port.
     listening: tokio::sync::Mutex<Option<Listening>>,
     rng: Mutex<u64>,
@@ -245,6 +260,10 @@ impl Shared {
 
     fn logs(&self) -> MutexGuard<'_, Vec<ReceivedLog>> {
         lock(&self.logs)
+    }
+
+    fn store(&self) -> MutexGuard<'_, store::Store> {
+        lock(&self.store)
     }
 
     fn count(&self, route: Route, update: impl FnOnce(&mut Counters)) {
@@ -355,6 +374,7 @@ fn bind(port: u16) -> io::Result<TcpListener> {
 fn route_of(request: &Request) -> Option<Route> {
     match request.path() {
         LOG_WRITE_PATH | LOG_INGEST_PATH => Some(Route::Logs),
+        store::READ_PATH | store::WRITE_PATH => Some(Route::Store),
         _ if request.method == "GET" => Some(Route::Cdn),
         _ => None,
     }
@@ -445,7 +465,7 @@ async fn respond_normally(shared: &Shared, route: Route, request: &Request, stre
     http::write_response(stream, status, &headers, &body).await
 }
 
-/// The fault-free answer, without side effects. `conditional = false` ignores `If-None-Match`
+/// The fault-free answer, without side effects (but a store write's). `conditional = false` ignores `If-None-Match`
 /// (a truncated response needs a body).
 fn full_response(
     shared: &Shared,
@@ -456,6 +476,18 @@ fn full_response(
     match route {
         Route::Logs if request.method != "POST" => (405, vec![("Allow", "POST".into())], b"POST only\n".to_vec()),
         Route::Logs => (200, vec![], Vec::new()),
+        Route::Store if request.method != "POST" => (405, vec![("Allow", "POST".into())], b"POST only\n".to_vec()),
+        Route::Store
+            if !request
+                .header("authorization")
+                .is_some_and(|a| a.len() > "ClientSecret ".len() && a.starts_with("ClientSecret ")) =>
+        {
+            (401, vec![], b"missing ClientSecret authorization\n".to_vec())
+        }
+        Route::Store => {
+            let (status, body) = shared.store().answer(request.path(), &request.body);
+            (status, vec![("Content-Type", "application/x-protobuf".into())], body)
+        }
         Route::Cdn => {
             let segment = request.path().trim_start_matches('/');
             let digest = segment.strip_suffix(".enc").unwrap_or(segment);

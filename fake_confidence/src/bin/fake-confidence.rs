@@ -22,8 +22,10 @@
 //! | `ping` | — | `{"ok": true}` |
 //! | `set_state` | `digest` (64 hex) **or** `secret`; `file` (path) **or** `base64`; `etag` (optional, `""` = none) | serve these bytes at `/<digest>` and `/<digest>.enc` |
 //! | `remove_state` | `digest` or `secret` | `404` for that path afterwards |
-//! | `set_fault` | `route`: `"cdn"` or `"logs"`; `fault` (below) | applies to later requests on that route |
-//! | `counters` | — | `{"ok": true, "cdn": C, "logs": C}`, `C = {"requests", "not_modified", "faults_injected"}` |
+//! | `set_fault` | `route`: `"cdn"`, `"logs"` or `"store"`; `fault` (below) | applies to later requests on that route |
+//! | `counters` | — | `{"ok": true, "cdn": C, "logs": C, "store": C}`, `C = {"requests", "not_modified", "faults_injected"}` |
+//! | `store_include` | `materialization`, `unit` | puts the unit into that materialized segment of the remote store |
+//! | `store_variants` | — | `{"ok": true, "variants": [[materialization, unit, rule, variant], …]}` written to the remote store |
 //! | `logs` | — | `{"ok": true, "logs": [{"path", "headers": {lowercased name: value}, "body": base64}]}` (accepted uploads, in order) |
 //! | `clear_logs` | — | forget received logs |
 //! | `reset` | — | clear logs and counters, set both routes' faults to `none` |

@@ -83,6 +83,14 @@ export declare class NativeResolver {
    * calls into JS itself).
    */
   takeNotices(): Array<NativeNotice>
+  /**
+   * The remote materialization store (`'CONFIDENCE_REMOTE_STORE'`): the records it holds for
+   * the resolver's `reads`, negatives omitted, ready for `resume`. Rejects with `STORE_FAILED`
+   * after HOST.md §C.3's bounded retries, at once when offline.
+   */
+  readRemoteMaterializations(reads: Array<NativeMaterialization>): Promise<Array<NativeMaterialization>>
+  /** Stores the resolver's sticky assignments in the remote materialization store. */
+  writeRemoteMaterializations(writes: Array<NativeMaterialization>): Promise<void>
 }
 
 /**

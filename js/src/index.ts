@@ -1,5 +1,6 @@
 export { type ConfidenceReason, openFeatureReason } from './evaluate';
 export {
+  ConfidenceRemoteStore,
   type InclusionReadOp,
   type InclusionReadResult,
   InMemoryMaterializationStore,

@@ -1,6 +1,6 @@
 // Sticky assignments and materialized segments (HOST.md §D.6): the store users implement,
 // an in-memory one, and the mapping between its operations and the resolver's records.
-import type { NativeMaterialization } from './native';
+import { type NativeMaterialization, type NativeResolver, nativeError } from './native';
 
 /** "Which variant did `unit` get for `rule` under `materialization`?" */
 export interface VariantReadOp {
@@ -74,6 +74,37 @@ export class InMemoryMaterializationStore implements MaterializationStore {
   /** Everything stored, for assertions: `[materialization, unit, rule, variant]` rows. */
   entries(): [string, string, string, string][] {
     return [...this.variants].map(([key, variant]) => [...(JSON.parse(key) as [string, string, string]), variant]);
+  }
+}
+
+/**
+ * `'CONFIDENCE_REMOTE_STORE'`: the store Confidence keeps, reached by the addon over the same
+ * network setup as everything else (proxy, CAs). Reads are bounded (3 attempts of 0.5 s); a
+ * failed read makes the evaluation return its default with `GENERAL`.
+ */
+export class ConfidenceRemoteStore implements MaterializationStore {
+  constructor(private readonly native: NativeResolver) {}
+
+  async readMaterializations(readOps: ReadOp[]): Promise<ReadResult[]> {
+    const reads = readOps.map((op) => ({ ...op, rule: op.op === 'variant' ? op.rule : '', variant: '' }));
+    try {
+      const found = await this.native.readRemoteMaterializations(reads);
+      return found.map(({ unit, materialization, rule, variant }) =>
+        rule
+          ? { op: 'variant', unit, materialization, rule, variant }
+          : { op: 'inclusion', unit, materialization, included: true },
+      );
+    } catch (e) {
+      throw new Error(`Confidence remote store: ${nativeError(e).message}`, { cause: e });
+    }
+  }
+
+  async writeMaterializations(writeOps: VariantWriteOp[]): Promise<void> {
+    try {
+      await this.native.writeRemoteMaterializations(writeOps.map(({ op: _op, ...record }) => record));
+    } catch (e) {
+      throw new Error(`Confidence remote store: ${nativeError(e).message}`, { cause: e });
+    }
   }
 }
 

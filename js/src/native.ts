@@ -29,7 +29,8 @@ export type NativeErrorCode =
   | 'RESOLVER_ERROR'
   | 'RESOLVER_CRASHED'
   | 'TIMEOUT'
-  | 'UPLOAD_FAILED';
+  | 'UPLOAD_FAILED'
+  | 'STORE_FAILED';
 
 /** Splits a native error into its stable code and its readable message. */
 export function nativeError(error: unknown): { code: NativeErrorCode | undefined; message: string } {

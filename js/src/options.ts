@@ -15,7 +15,10 @@ export interface ProviderOptions {
   stateUpdateInterval?: number;
   /** How often evaluation logs are uploaded, in ms (default 10 000, at least 1000). */
   flushInterval?: number;
-  /** Sticky assignments and materialized segments (see `InMemoryMaterializationStore`). */
+  /**
+   * Sticky assignments and materialized segments: a store of your own (see
+   * `InMemoryMaterializationStore`), or `'CONFIDENCE_REMOTE_STORE'` for the one Confidence keeps.
+   */
   materializationStore?: MaterializationStore | 'CONFIDENCE_REMOTE_STORE';
   /** Experimental: let the resolver skip exposures it has already logged (default false). */
   enableApplyDedup?: boolean;
@@ -82,7 +85,7 @@ export interface ResolvedOptions {
   initializeTimeout: number;
   stateUpdateInterval: number;
   flushInterval: number;
-  materializationStore: MaterializationStore | undefined;
+  materializationStore: MaterializationStore | 'CONFIDENCE_REMOTE_STORE' | undefined;
   enableApplyDedup: boolean;
   disableExposureCollection: boolean;
   engine: 'native' | 'wasm';
@@ -242,16 +245,16 @@ export function resolveOptions(input: ProviderOptions): ResolvedOptions {
     throw new RangeError('offline: true needs an initialState to resolve from');
   }
   const store = options.materializationStore;
-  if (store === 'CONFIDENCE_REMOTE_STORE') {
-    throw new RangeError("materializationStore: 'CONFIDENCE_REMOTE_STORE' is not supported yet; pass a store object");
-  }
   if (
     store !== undefined &&
+    store !== 'CONFIDENCE_REMOTE_STORE' &&
     (store === null ||
       typeof store !== 'object' ||
       typeof (store as MaterializationStore).readMaterializations !== 'function')
   ) {
-    throw new TypeError('materializationStore must be an object with a readMaterializations(ops) method');
+    throw new TypeError(
+      "materializationStore must be 'CONFIDENCE_REMOTE_STORE' or an object with a readMaterializations(ops) method",
+    );
   }
   const wasmPath = optionalString(options, 'wasmPath');
   const engine = options.engine ?? (wasmPath === undefined ? 'native' : 'wasm');
@@ -276,7 +279,7 @@ export function resolveOptions(input: ProviderOptions): ResolvedOptions {
     initializeTimeout: milliseconds(options, 'initializeTimeout', 30_000, 1),
     stateUpdateInterval,
     flushInterval: milliseconds(options, 'flushInterval', 10_000, 1000),
-    materializationStore: store as MaterializationStore | undefined,
+    materializationStore: store as MaterializationStore | 'CONFIDENCE_REMOTE_STORE' | undefined,
     enableApplyDedup: optionalBoolean(options, 'enableApplyDedup'),
     disableExposureCollection: optionalBoolean(options, 'disableExposureCollection'),
     engine,

@@ -24,7 +24,14 @@ import {
   TELEMETRY_REASON,
   toDetails,
 } from './evaluate';
-import { type ReadResult, toReadOps, toRecords, toWriteOps } from './materialization';
+import {
+  ConfidenceRemoteStore,
+  type MaterializationStore,
+  type ReadResult,
+  toReadOps,
+  toRecords,
+  toWriteOps,
+} from './materialization';
 import {
   binding,
   bundledWasmPath,
@@ -88,6 +95,8 @@ export class ConfidenceServerProviderLocal implements Provider {
   private readonly watcher: StateWatcher;
   private readonly logger: Logger;
   private warnedNoWrite = false;
+  /** The store in use (the option's, or Confidence's remote one). */
+  private readonly store: MaterializationStore | undefined;
   /** Telemetry of recent evaluations as `(reason, latencyUs)` pairs, sent in batches. */
   private readonly pendingTelemetry = new Uint32Array(TELEMETRY_BATCH * 2);
   private pendingPairs = 0;
@@ -131,6 +140,10 @@ export class ConfidenceServerProviderLocal implements Provider {
           : undefined;
       throw new TypeError(option ? `${option}: ${message}` : message, { cause: e });
     }
+    this.store =
+      o.materializationStore === 'CONFIDENCE_REMOTE_STORE'
+        ? new ConfidenceRemoteStore(this.native)
+        : o.materializationStore;
     this.watcher = new StateWatcher(this.native, this.events, this.options, () => this.flushTelemetry());
   }
 
@@ -313,7 +326,7 @@ export class ConfidenceServerProviderLocal implements Provider {
     context: EvaluationContext,
     type: FlagType,
   ): Promise<ResolutionDetails<T>> {
-    if (this.options.materializationStore) return this.evaluateWithStore(flagKey, defaultValue, context, type);
+    if (this.store) return this.evaluateWithStore(flagKey, defaultValue, context, type);
     return Promise.resolve(this.evaluateNow(flagKey, defaultValue, context, type));
   }
 
@@ -384,7 +397,7 @@ export class ConfidenceServerProviderLocal implements Provider {
 
   /** One resolve: synchronous without a store; with one, its reads, then the resumed answer. */
   private async run(flags: string[], json: string, apply: boolean): Promise<NativeResolveResult> {
-    const store = this.options.materializationStore;
+    const store = this.store;
     if (!store) return this.native.resolve(flags, json, apply);
     let step: NativeResolveStep = this.native.resolveWithStore(flags, json, apply);
     if (step.suspended) {
@@ -406,7 +419,7 @@ export class ConfidenceServerProviderLocal implements Provider {
 
   /** Fire-and-forget: a failed write is logged, the evaluation is unaffected (HOST.md §D.5). */
   private write(records: NativeResolveResult['materializationsToWrite']): void {
-    const store = this.options.materializationStore;
+    const store = this.store;
     if (!store?.writeMaterializations) {
       if (!this.warnedNoWrite) {
         this.warnedNoWrite = true;

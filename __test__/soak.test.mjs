@@ -1,35 +1,37 @@
-// The 20-second soak (`npm run soak` runs 3 minutes): full-speed evaluations, states changing
-// every 200 ms, CDN and log faults on a schedule, then close. The child must exit by itself
-// with every log batch accounted for; a timeout here means something kept the process alive.
+// The 20-second soak (`npm run soak` runs 3 minutes): full-speed evaluations, a new state every
+// 200 ms, CDN and log faults on a schedule, then close(). The child must end by itself (it never
+// calls process.exit) with every log batch accounted for; being killed here means something kept
+// the process alive after close.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-const script = join(dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'soak.mjs');
+const script = fileURLToPath(new URL('../scripts/soak.mjs', import.meta.url));
+const TIMEOUT_MS = 60_000;
 
-test('a 20 s soak under faults loses no log, leaks no memory and exits by itself', async (t) => {
-  const child = spawn(process.execPath, ['--expose-gc', script, '--duration', '20', '--json'], {
+test('a 20 s soak under faults loses no log, keeps RSS flat and exits by itself', async (t) => {
+  const child = spawn(process.execPath, [script, '--duration', '20', '--json'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';
   child.stdout.on('data', (chunk) => {
     out += chunk;
   });
-  const killer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+  const killer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
   const [code, signal] = await new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])));
   clearTimeout(killer);
-  assert.equal(signal, null, 'the soak exited by itself (not killed after 90 s)');
+  assert.equal(signal, null, `the soak did not exit by itself within ${TIMEOUT_MS / 1000} s`);
   const report = JSON.parse(out.trim().split('\n').at(-1));
   t.diagnostic(JSON.stringify(report));
   assert.deepEqual(report.failures, []);
   assert.equal(code, 0);
   assert.ok(report.evaluations > 10_000, `evaluations: ${report.evaluations}`);
-  assert.ok(report.swapsServed >= 50 && report.statesApplied >= 2, JSON.stringify(report));
-  assert.ok(report.faultsInjected >= 5, `faults: ${report.faultsInjected}`);
+  assert.ok(report.swapsServed >= 80, `states served: ${report.swapsServed}`);
+  assert.ok(report.statesApplied >= 5, `states applied: ${report.statesApplied}`);
+  assert.ok(report.faults.injected >= 10, `faults: ${report.faults.injected}`);
   const { produced, delivered, dropped, pending } = report.logs;
-  assert.ok(produced > 0);
+  assert.ok(produced > 0, 'no log batch produced');
   assert.equal(produced, delivered + dropped);
   assert.equal(pending, 0);
 });

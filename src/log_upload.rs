@@ -234,6 +234,11 @@ impl Uploader {
             if backlog.batches.front().is_some_and(|(front, _)| *front == id) {
                 backlog.batches.pop_front();
                 backlog.bytes -= batch.len();
+            } else {
+                // The bound dropped this batch while it was in flight, and it arrived after all:
+                // it counts as sent, not dropped (enqueued = sent + dropped + queued holds).
+                self.stats.dropped_batches.fetch_sub(1, Ordering::Relaxed);
+                self.stats.dropped_bytes.fetch_sub(batch.len() as u64, Ordering::Relaxed);
             }
             drop(backlog);
             self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
@@ -300,6 +305,7 @@ mod tests {
         let up = LogUploader::new(reqwest::Client::new(), config).unwrap();
         up.enqueue([vec![1; 4], vec![2; 4], vec![3; 4]]);
         assert_eq!(up.backlog_len(), 2);
+        assert_eq!(up.stats.batches_enqueued.load(Ordering::Relaxed), 3);
         assert_eq!(up.stats.dropped_batches.load(Ordering::Relaxed), 1);
         assert_eq!(up.stats.dropped_bytes.load(Ordering::Relaxed), 4);
     }

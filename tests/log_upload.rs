@@ -132,6 +132,35 @@ async fn a_full_backlog_drops_the_oldest_batches_and_counts_them() {
     assert!(delivered < produced && delivered > 0, "{delivered} of {produced}");
 }
 
+/// A batch the bound drops while it is being sent, and that arrives, counts once: as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_dropped_in_flight_that_arrives_is_counted_sent_not_dropped() {
+    let server = FakeConfidence::start().await.unwrap();
+    install_tls_provider();
+    let mut config = UploadConfig::new(FIXTURE_SECRET);
+    config.api_base_url = server.base_url();
+    config.backlog_bytes = 10;
+    let up =
+        std::sync::Arc::new(LogUploader::new(reqwest::Client::builder().no_proxy().build().unwrap(), config).unwrap());
+    server.set_fault(Route::Logs, Fault::FailNext(1, Box::new(Fault::Slow(Duration::from_millis(300))))).await.unwrap();
+    up.enqueue([vec![1; 8]]);
+    let flushing = tokio::spawn({
+        let up = up.clone();
+        async move { up.flush().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    up.enqueue([vec![2; 8]]); // over the bound: the batch in flight is the oldest, dropped
+    flushing.await.unwrap().unwrap();
+    up.flush().await.unwrap();
+    let stat = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(server.received_logs().len(), 2);
+    assert_eq!(
+        (stat(&up.stats.batches_enqueued), stat(&up.stats.batches_sent), stat(&up.stats.dropped_batches)),
+        (2, 2, 0)
+    );
+    assert_eq!(up.backlog_len(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cloudflare_destination_wraps_the_batch_with_the_account() {
     let server = FakeConfidence::start().await.unwrap();

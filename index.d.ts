@@ -46,7 +46,7 @@ export declare class NativeResolver {
   /** Records the exposure of `flag` from an earlier `apply = false` resolve. */
   applyFlag(resolveToken: Buffer, flag: string): void
   /**
-   * Telemetry for one evaluation: its outcome (a `ResolveReason` number, HOST.md §D.7) and
+   * Telemetry for one evaluation: its outcome (a `ResolveReason` number, docs/resolver.md, "Provider behaviour") and
    * latency. Best effort: never throws.
    */
   registerResolve(reason: number, latencyUs: number): void
@@ -86,7 +86,7 @@ export declare class NativeResolver {
   /**
    * The remote materialization store (`'CONFIDENCE_REMOTE_STORE'`): the records it holds for
    * the resolver's `reads`, negatives omitted, ready for `resume`. Rejects with `STORE_FAILED`
-   * after HOST.md §C.3's bounded retries, at once when offline.
+   * after docs/remote-store.md's bounded retries, at once when offline.
    */
   readRemoteMaterializations(reads: Array<NativeMaterialization>): Promise<Array<NativeMaterialization>>
   /** Stores the resolver's sticky assignments in the remote materialization store. */
@@ -173,7 +173,7 @@ export declare function decodeFlagLogs(batch: Buffer): string
 export declare function demoState(): Buffer
 
 /**
- * A materialization record (HOST.md §D.6): a read query, a read result or a write. `rule`
+ * A materialization record (docs/resolver.md, "Materializations and the resolve process"): a read query, a read result or a write. `rule`
  * empty = segment inclusion, else the variant `unit` got for that rule (`variant` empty = none).
  */
 export interface NativeMaterialization {
@@ -221,7 +221,7 @@ export interface NativeOptions {
   disableLogUpload?: boolean
   /**
    * Bound of one HTTP request (state fetch or log upload); default 10 s for states and 5 s
-   * for uploads (HOST.md §B, §C).
+   * for uploads (docs/state-cdn.md, docs/log-upload.md).
    */
   requestTimeoutMs?: number
   /** Bound on establishing a connection (default 5 s). */

@@ -17,28 +17,25 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 import { startFakeConfidence } from './support/fake-confidence.mjs';
+import { officialWasm } from './support/provider.mjs';
 
 const require = createRequire(import.meta.url);
 const { NativeResolver } = require('../index.js');
 
-const fixtures = fileURLToPath(new URL('../../shared/fixtures/', import.meta.url));
+const fixtures = fileURLToPath(new URL('../fixtures/', import.meta.url));
 const secret = 'mkjJruAATQWjeY7foFIWfVAcBWnci2YF';
 const encryptionKey = readFileSync(`${fixtures}encryption_key_test.hex`, 'utf8').trim();
 const ourWasm = fileURLToPath(new URL('../wasm/confidence_resolver.wasm', import.meta.url));
 // [name, wasmPath, skip]: no wasmPath = the native engine (the crate linked into the addon).
-const officialSkip = 'CONFIDENCE_OFFICIAL_WASM is not set (node scripts/fetch-official-wasm.mjs)';
+const official = officialWasm();
 const modules = [
   ['the native engine', undefined, false],
   ['our guest', ourWasm, false],
-  [
-    'the released binary',
-    process.env.CONFIDENCE_OFFICIAL_WASM,
-    process.env.CONFIDENCE_OFFICIAL_WASM ? false : officialSkip,
-  ],
+  ['the released binary', official.path, official.skip],
 ];
 
 // ---------------------------------------------------------------------------------------------
-// States as the CDN serves them (HOST.md §B.3)
+// States as the CDN serves them (docs/state-cdn.md, "Payload and encryption")
 
 const varint = (n) => {
   const out = [];
@@ -48,7 +45,7 @@ const varint = (n) => {
 };
 const lengthDelimited = (tag, bytes) => Buffer.concat([Buffer.from([tag]), varint(bytes.length), bytes]);
 
-/** `ClientResolverState{state = 1, account = 2}` (WIRE.md §6.1). */
+/** `ClientResolverState{state = 1, account = 2}` (docs/wire-format.md, "Resolver state"). */
 const clientResolverState = (state, account) =>
   Buffer.concat([lengthDelimited(0x0a, state), lengthDelimited(0x12, Buffer.from(account))]);
 
@@ -68,7 +65,7 @@ const stateB = encrypt(Buffer.from(encryptionKey, 'hex'), plainB);
 const stateBWithTheWrongKey = encrypt(randomBytes(32), plainB);
 
 // ---------------------------------------------------------------------------------------------
-// Logs as the server received them (WIRE.md §9.1, §10.2)
+// Logs as the server received them (docs/wire-format.md, "Log upload messages" and "Events")
 
 /** The fields of one protobuf message as [number, value]; length-delimited values as Buffers. */
 function* fields(buf) {

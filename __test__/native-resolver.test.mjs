@@ -9,11 +9,12 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { startFakeConfidence } from './support/fake-confidence.mjs';
+import { officialWasm } from './support/provider.mjs';
 
 const require = createRequire(import.meta.url);
 const { NativeResolver } = require('../index.js');
 
-const fixtures = fileURLToPath(new URL('../../shared/fixtures/', import.meta.url));
+const fixtures = fileURLToPath(new URL('../fixtures/', import.meta.url));
 const encryptedState = `${fixtures}resolver_state_encrypted.pb`;
 const encryptionKey = readFileSync(`${fixtures}encryption_key_test.hex`, 'utf8');
 const secret = 'mkjJruAATQWjeY7foFIWfVAcBWnci2YF';
@@ -64,8 +65,8 @@ test('initializes from the (encrypted) loopback CDN and resolves synchronously',
 });
 
 test("Confidence's released resolver runs behind the same class (CONFIDENCE_OFFICIAL_WASM)", async (t) => {
-  const official = process.env.CONFIDENCE_OFFICIAL_WASM;
-  if (!official) return t.skip('CONFIDENCE_OFFICIAL_WASM is not set (node scripts/fetch-official-wasm.mjs)');
+  const { path: official, skip } = officialWasm();
+  if (skip) return t.skip(skip);
   const ours = new NativeResolver(options({ offline: true, initialState: readFileSync(encryptedState) }));
   const theirs = new NativeResolver(
     options({ offline: true, initialState: readFileSync(encryptedState), wasmPath: official }),

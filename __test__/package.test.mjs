@@ -1,9 +1,10 @@
-// What users install: `npm pack`, installed into an empty project (from npm's cache, no
-// network), where TypeScript files importing the package as ESM and as CommonJS type-check
+// What users install: `npm pack`, installed into an empty project with no network (the peer
+// dependencies are packed from this checkout's node_modules, so no registry metadata is needed
+// and an empty npm cache works), where TypeScript files importing the package as ESM and as CommonJS type-check
 // with `tsc --strict` and evaluate a flag offline.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -19,7 +20,6 @@ const sh = (cmd, args, cwd) => {
     throw new Error(`${cmd} ${args.join(' ')} failed:\n${e.stdout}${e.stderr}`);
   }
 };
-const version = (name) => JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')).version;
 
 const esm = `import { OpenFeature } from '@openfeature/server-sdk';
 import { ConfidenceServerProviderLocal, type ProviderOptions } from 'confidence-openfeature-provider';
@@ -78,7 +78,12 @@ test('npm pack installs into an empty project where ESM and CJS TypeScript type-
     const app = join(dir, 'app');
     mkdirSync(app);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
-    const deps = ['@openfeature/server-sdk', '@openfeature/core', '@types/node'].map((n) => `${n}@${version(n)}`);
+    const deps = ['@openfeature/server-sdk', '@openfeature/core', '@types/node', 'undici-types'].map((n) => {
+      const [{ filename: tarball }] = JSON.parse(
+        sh(npm, ['pack', '--json', '--pack-destination', dir, join(root, 'node_modules', n)], root),
+      );
+      return join(dir, tarball);
+    });
     sh(npm, ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', join(dir, filename), ...deps], app);
     writeFileSync(join(app, 'esm.mts'), esm);
     writeFileSync(join(app, 'cjs.cts'), cjs);

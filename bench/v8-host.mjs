@@ -1,5 +1,5 @@
 // Baseline 1: the resolver guest run by V8's own WebAssembly, through a small host written here
-// that follows the architecture of Confidence's official Node provider (HOST.md §A and §D):
+// that follows the architecture of Confidence's official Node provider (docs/guest-abi.md and docs/resolver.md):
 // one instance on the JS thread, protobuf encoding and decoding in JS, and per evaluation a
 // resolve, a `register_resolve` telemetry call and an assign-only flush. Network uploads are
 // left out (the flushed bytes are only counted), which flatters this baseline slightly.
@@ -18,7 +18,7 @@ const REASONS = [
   'FLAG_ARCHIVED',
   'TARGETING_KEY_ERROR',
   'ERROR',
-  'ERROR', // UNRECOGNIZED_TARGETING_RULE reads as ERROR in bundles (HOST.md §D.7)
+  'ERROR', // UNRECOGNIZED_TARGETING_RULE reads as ERROR in bundles (docs/resolver.md, "Provider behaviour")
   'MATERIALIZATION_NOT_SUPPORTED',
 ];
 const TELEMETRY = {
@@ -35,7 +35,7 @@ const TELEMETRY = {
 };
 const FLUSH_INTERVAL_MS = 10_000;
 
-/** One guest instance and the framing of HOST.md §A.2–A.3. */
+/** One guest instance and the framing of docs/guest-abi.md, "Memory framing" and "Calling a guest function". */
 export class Guest {
   constructor(module) {
     const imports = {
@@ -250,7 +250,7 @@ function decodeResolvedFlag(r) {
   return f;
 }
 
-/** AES-256-GCM CDN payload: nonce ‖ ciphertext ‖ tag (HOST.md §B.3). */
+/** AES-256-GCM CDN payload: nonce ‖ ciphertext ‖ tag (docs/state-cdn.md, "Payload and encryption"). */
 function decrypt(body, keyHex) {
   const key = Buffer.from(keyHex, 'hex');
   const d = createDecipheriv('aes-256-gcm', key, body.subarray(0, 12));
@@ -416,7 +416,7 @@ function fail(defaultValue, errorCode, errorMessage, telemetry) {
   return { result: { value: defaultValue, reason: 'ERROR', errorCode, errorMessage }, telemetry };
 }
 
-/** HOST.md §D.8: the value at the path, checked against the default's type. */
+/** docs/resolver.md, "Provider behaviour": the value at the path, checked against the default's type. */
 function fromBundle(bundle, name, path, defaultValue) {
   if (bundle.errorCode) return fail(defaultValue, bundle.errorCode, bundle.errorMessage, TELEMETRY.ERROR);
   const flag = bundle.flags[name];

@@ -28,7 +28,7 @@ use confidence_resolver::{Client, FlagToApply, Host, ResolvedValue, ResolverStat
 use prost::Message;
 use serde_json::{json, Value as Json};
 
-/// Assign entries per flush, as the guest bounds them (RESOLVER-LOGS.md §4.6).
+/// Assign entries per flush, as the guest bounds them (docs/log-upload.md, "Batching and size bounds").
 const LOG_TARGET_BYTES: usize = 4 * 1024 * 1024;
 /// A full log flush every this many evaluations: the amortised cost of a periodic flush.
 const FLUSH_EVERY: u64 = 1_000;

@@ -27,7 +27,7 @@ const DISTINCT_KEYS: usize = 100_000;
 const FLUSH_EVERY: usize = 1_000;
 
 fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 fn value(kind: Kind) -> Value {

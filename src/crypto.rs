@@ -1,4 +1,4 @@
-//! The CDN's cryptography (HOST.md §B.1, §B.3): the state URL's path is the SHA-256 of the
+//! The CDN's cryptography (docs/state-cdn.md): the state URL's path is the SHA-256 of the
 //! client secret, and an encrypted state is AES-256-GCM `nonce ‖ ciphertext ‖ tag` with no
 //! associated data. Also installs the process-wide TLS crypto provider HTTP clients need.
 

@@ -1,4 +1,4 @@
-//! Runs a resolver guest module (ours or any binary with Confidence's ABI, HOST.md §A) in
+//! Runs a resolver guest module (ours or any binary with Confidence's ABI, docs/guest-abi.md) in
 //! wasmtime: compile once, instantiate with limits, and call exports with the
 //! length-prefixed `Request`/`Response` framing.
 //!
@@ -21,7 +21,7 @@ use wasmtime::{
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 const IMPORT_MODULE: &str = "wasm_msg";
 
-/// The exports a host calls (HOST.md §A.1). `init_thread` and `flush_logs` are optional:
+/// The exports a host calls (docs/guest-abi.md, "Imports and exports"). `init_thread` and `flush_logs` are optional:
 /// no official host relies on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Export {
@@ -92,7 +92,7 @@ pub enum GuestError {
 }
 
 impl GuestError {
-    /// Whether the instance must be discarded (HOST.md §A.6): traps, timeouts and ABI breaks
+    /// Whether the instance must be discarded (docs/guest-abi.md, "Instances and threading"): traps, timeouts and ABI breaks
     /// leave its memory in an unknown state; error responses do not.
     pub fn poisons_instance(&self) -> bool {
         matches!(self, GuestError::Trap { .. } | GuestError::Timeout { .. } | GuestError::Abi { .. })
@@ -286,7 +286,7 @@ fn check_func(module: &Module, name: &'static str, params: &[ValType], results: 
 }
 
 /// `current_time`: consume the guest's request, answer `Response{data: Timestamp}` in a buffer
-/// from the guest's own allocator (HOST.md §A.5).
+/// from the guest's own allocator (docs/guest-abi.md, "Host functions").
 fn host_current_time(mut caller: Caller<'_, HostState>, request: i32) -> wasmtime::Result<i32> {
     free_in_guest(&mut caller, request)?;
     let now = caller.data().clock.now();
@@ -428,7 +428,7 @@ impl<M: Message> ErasedMessage for M {
     fn encode_envelope(&self) -> Vec<u8> {
         let len = self.encoded_len();
         if len == 0 {
-            // `Request{data: ""}` is the empty message (HOST.md §A.2).
+            // `Request{data: ""}` is the empty message (docs/guest-abi.md, "Memory framing").
             return Vec::new();
         }
         // `Request.data` is field 1, length-delimited: tag 0x0a, varint length, the bytes.
@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn envelopes_match_the_abi_worked_bytes() {
-        // HOST.md §A.2: RegisterResolveRequest{MATCH, 250} and `Request{Void}`.
+        // docs/guest-abi.md, "Memory framing": RegisterResolveRequest{MATCH, 250} and `Request{Void}`.
         let r = RegisterResolveRequest { reason: 1, latency_us: 250 };
         assert_eq!(r.encode_envelope(), [0x0a, 0x05, 0x08, 0x01, 0x10, 0xfa, 0x01]);
         assert!(Void {}.encode_envelope().is_empty());

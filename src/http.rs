@@ -412,7 +412,7 @@ impl Jitter {
     }
 }
 
-/// Delays between retries after failed fetches (HOST.md §B.5).
+/// Delays between retries after failed fetches (docs/state-cdn.md, "Polling, retries and applying a state").
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,

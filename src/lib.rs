@@ -174,7 +174,7 @@ pub struct NativeOptions {
     /// Fetch states but never upload logs, exposures or telemetry.
     pub disable_log_upload: Option<bool>,
     /// Bound of one HTTP request (state fetch or log upload); default 10 s for states and 5 s
-    /// for uploads (HOST.md §B, §C).
+    /// for uploads (docs/state-cdn.md, docs/log-upload.md).
     pub request_timeout_ms: Option<u32>,
     /// Bound on establishing a connection (default 5 s).
     pub connect_timeout_ms: Option<u32>,
@@ -217,7 +217,7 @@ pub struct NativeResolveResult {
     pub materializations_to_write: Vec<NativeMaterialization>,
 }
 
-/// A materialization record (HOST.md §D.6): a read query, a read result or a write. `rule`
+/// A materialization record (docs/resolver.md, "Materializations and the resolve process"): a read query, a read result or a write. `rule`
 /// empty = segment inclusion, else the variant `unit` got for that rule (`variant` empty = none).
 #[napi(object)]
 pub struct NativeMaterialization {
@@ -470,7 +470,7 @@ impl NativeResolver {
         Ok(self.host.engine().apply(&request)?)
     }
 
-    /// Telemetry for one evaluation: its outcome (a `ResolveReason` number, HOST.md §D.7) and
+    /// Telemetry for one evaluation: its outcome (a `ResolveReason` number, docs/resolver.md, "Provider behaviour") and
     /// latency. Best effort: never throws.
     #[napi(catch_unwind)]
     pub fn register_resolve(&self, reason: i32, latency_us: u32) {
@@ -568,7 +568,7 @@ impl NativeResolver {
 
     /// The remote materialization store (`'CONFIDENCE_REMOTE_STORE'`): the records it holds for
     /// the resolver's `reads`, negatives omitted, ready for `resume`. Rejects with `STORE_FAILED`
-    /// after HOST.md §C.3's bounded retries, at once when offline.
+    /// after docs/remote-store.md's bounded retries, at once when offline.
     #[napi]
     pub async fn read_remote_materializations(
         &self,

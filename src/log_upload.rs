@@ -1,4 +1,4 @@
-//! Ships the resolver's log batches to Confidence (HOST.md §C): destinations in priority
+//! Ships the resolver's log batches to Confidence (docs/log-upload.md): destinations in priority
 //! order, retries with backoff (honouring `Retry-After`), and a bounded in-memory backlog so
 //! an outage shorter than the bound loses nothing. When the backlog is full the oldest batches
 //! are dropped and counted: nothing is dropped silently.
@@ -21,7 +21,7 @@ pub const DEFAULT_BACKLOG_BYTES: usize = 32 << 20;
 
 const EDGE_PATH: &str = "/v1/clientFlagLogs:write";
 const CLOUDFLARE_PATH: &str = "/v1/flagLogs:ingest";
-/// `LogDestination` values of the state (WIRE.md §6.2).
+/// `LogDestination` values of the state (docs/wire-format.md, "Resolver state").
 const DESTINATION_CLOUDFLARE: i32 = 2;
 /// A server asking for a longer pause than this gets it at the next flush instead.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -31,9 +31,9 @@ pub struct UploadConfig {
     pub api_base_url: String,
     pub cloudflare_base_url: String,
     pub client_secret: String,
-    /// Bound of one attempt (HOST.md §C.2: 5 s).
+    /// Bound of one attempt (docs/log-upload.md: 5 s).
     pub request_timeout: Duration,
-    /// Attempts per destination (HOST.md §C.2: 3, from 500 ms doubling).
+    /// Attempts per destination (docs/log-upload.md: 3, from 500 ms doubling).
     pub max_attempts: u32,
     pub backlog_bytes: usize,
 }
@@ -123,7 +123,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `IngestFlagLogsRequest{account_id = 1, batch = 2}` built around the guest's bytes without
-/// decoding them (WIRE.md §9.3).
+/// decoding them (docs/wire-format.md, "Log upload messages").
 fn ingest_body(account: &str, batch: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(batch.len() + account.len() + 12);
     for (tag, bytes) in [(0x0a_u8, account.as_bytes()), (0x12, batch)] {

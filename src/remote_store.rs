@@ -1,7 +1,7 @@
 //! `materializationStore: 'CONFIDENCE_REMOTE_STORE'`: sticky assignments and materialized
-//! segments kept by Confidence (HOST.md §C.3). Reads happen while an evaluation waits, so
+//! segments kept by Confidence (docs/remote-store.md). Reads happen while an evaluation waits, so
 //! they are bounded tightly: 3 attempts of 0.5 s from 100 ms backoff, then the evaluation
-//! falls back to its default value (HOST.md §D.5). Writes are fire-and-forget for the caller.
+//! falls back to its default value (docs/resolver.md, "Provider behaviour"). Writes are fire-and-forget for the caller.
 
 use bytes::Bytes;
 use confidence_proto::store::{
@@ -18,7 +18,7 @@ use crate::http::{self, NetConfig, PostError, RetryPolicy};
 pub const READ_PATH: &str = "/v1/materialization:readMaterializedOperations";
 pub const WRITE_PATH: &str = "/v1/materialization:writeMaterializedOperations";
 
-/// HOST.md §C.3: 3 attempts, 100 ms base backoff, 0.5 s per attempt.
+/// docs/remote-store.md: 3 attempts, 100 ms base backoff, 0.5 s per attempt.
 pub const POLICY: RetryPolicy = RetryPolicy {
     attempts: 3,
     base_delay: Duration::from_millis(100),
@@ -182,7 +182,7 @@ mod tests {
                 read_op::Op::InclusionReadOp(InclusionReadOp { unit: "u".into(), materialization: "seg".into() }),
             ]
         );
-        // ReadOperationsRequest.ops is field 3 (WIRE.md §9.5).
+        // ReadOperationsRequest.ops is field 3 (docs/wire-format.md, "Remote materialization store messages").
         assert_eq!(read_request(&[record("u", "s", "", "")]).encode_to_vec()[0], (3 << 3) | 2);
     }
 

@@ -1,4 +1,4 @@
-//! Keeping the resolver state fresh from Confidence's CDN (HOST.md §B): one conditional GET per
+//! Keeping the resolver state fresh from Confidence's CDN (docs/state-cdn.md): one conditional GET per
 //! poll, decrypt, decode the `ClientResolverState`, hand it to a [`StateSink`], back off on
 //! failures. Knows nothing of wasm, JS or the engine: the sink decides what "applied" means.
 //!

@@ -190,7 +190,7 @@ fn flushed_logs_are_equivalent_inline_and_deferred() {
     }
 }
 
-/// Past 50 distinct schemas the crate keeps a random sample of 50 (RESOLVER-LOGS.md §4.4):
+/// Past 50 distinct schemas the crate keeps a random sample of 50 (docs/resolver.md, "Resolve logs and context schema"):
 /// every engine reports exactly 50, each one a schema of a context it resolved.
 #[test]
 fn a_full_schema_sample_holds_50_schemas_of_resolved_contexts() {

@@ -1,4 +1,4 @@
-//! Our guest driven through every export of the ABI (HOST.md §A) in wasmtime.
+//! Our guest driven through every export of the ABI (docs/guest-abi.md) in wasmtime.
 mod common;
 
 use common::*;

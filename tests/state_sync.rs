@@ -25,7 +25,7 @@ const SECRET: &str = "test-client-secret";
 const FIXTURE_ACCOUNT: &str = "confidence-demo-june";
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join("fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -5,11 +5,25 @@ import { fileURLToPath } from 'node:url';
 
 import { OpenFeature } from '@openfeature/server-sdk';
 
-export const fixtures = fileURLToPath(new URL('../../../shared/fixtures/', import.meta.url));
+export const fixtures = fileURLToPath(new URL('../../fixtures/', import.meta.url));
 export const encryptedState = `${fixtures}resolver_state_encrypted.pb`;
 export const plainState = `${fixtures}resolver_state_current.pb`;
 export const encryptionKey = readFileSync(`${fixtures}encryption_key_test.hex`, 'utf8').trim();
 export const secret = 'mkjJruAATQWjeY7foFIWfVAcBWnci2YF';
+
+/**
+ * Confidence's released resolver for the differential suites: its path, or the reason a suite
+ * skips. With `CONFIDENCE_REQUIRE_OFFICIAL` set (CI, once the binary was fetched) a missing
+ * binary is a failure, not a skip.
+ */
+export function officialWasm() {
+  const path = process.env.CONFIDENCE_OFFICIAL_WASM;
+  if (path) return { path, skip: false };
+  if (process.env.CONFIDENCE_REQUIRE_OFFICIAL) {
+    throw new Error('CONFIDENCE_REQUIRE_OFFICIAL is set but CONFIDENCE_OFFICIAL_WASM is not');
+  }
+  return { path: undefined, skip: 'CONFIDENCE_OFFICIAL_WASM is not set (node scripts/fetch-official-wasm.mjs)' };
+}
 
 let domains = 0;
 

@@ -1,5 +1,5 @@
 // A minimal protobuf codec for the handful of messages the V8-wasm baseline exchanges with the
-// guest (field numbers from ../shared/spec/WIRE.md). Hand-written rather than generated so the
+// guest (field numbers from docs/wire-format.md). Hand-written rather than generated so the
 // baseline carries no dependency, and kept allocation-light so it does not flatter us: a real
 // generated codec (the official provider's) is at least this expensive.
 

@@ -28,9 +28,9 @@ use tokio::task::JoinHandle;
 
 use crate::http::{Limits, ParseError, Request};
 
-/// The edge log route (HOST.md §C.1).
+/// The edge log route (docs/log-upload.md, "Destinations").
 pub const LOG_WRITE_PATH: &str = "/v1/clientFlagLogs:write";
-/// The Cloudflare log route (HOST.md §C.1).
+/// The Cloudflare log route (docs/log-upload.md, "Destinations").
 pub const LOG_INGEST_PATH: &str = "/v1/flagLogs:ingest";
 /// The binary's control endpoint (only when [`Options::control`] is on).
 pub const CONTROL_PATH: &str = "/__control";

@@ -1,4 +1,4 @@
-//! The remote materialization store's two routes (HOST.md §C.3): variants written by clients
+//! The remote materialization store's two routes (docs/remote-store.md): variants written by clients
 //! and read back, and materialized-segment membership seeded by tests.
 
 use std::collections::{HashMap, HashSet};

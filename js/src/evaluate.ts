@@ -1,4 +1,4 @@
-// One resolved flag → OpenFeature `ResolutionDetails` (HOST.md §D.8): dot paths into the
+// One resolved flag → OpenFeature `ResolutionDetails` (docs/resolver.md, "Provider behaviour"): dot paths into the
 // flag's value, type checks against the caller's default, reasons and error codes.
 import {
   ErrorCode,
@@ -44,7 +44,7 @@ export function openFeatureReason(reason: ConfidenceReason): string {
   }
 }
 
-/** The `ResolveReason` number the resolver's telemetry expects for an outcome (HOST.md §D.7). */
+/** The `ResolveReason` number the resolver's telemetry expects for an outcome (docs/resolver.md, "Provider behaviour"). */
 export const TELEMETRY_REASON = {
   MATCH: 1,
   NO_SEGMENT_MATCH: 2,

@@ -1,4 +1,4 @@
-// Sticky assignments and materialized segments (HOST.md §D.6): the store users implement,
+// Sticky assignments and materialized segments (docs/resolver.md, "Materializations and the resolve process"): the store users implement,
 // an in-memory one, and the mapping between its operations and the resolver's records.
 import { type NativeMaterialization, type NativeResolver, nativeError } from './native';
 

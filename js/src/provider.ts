@@ -417,7 +417,7 @@ export class ConfidenceServerProviderLocal implements Provider {
     return resolved;
   }
 
-  /** Fire-and-forget: a failed write is logged, the evaluation is unaffected (HOST.md §D.5). */
+  /** Fire-and-forget: a failed write is logged, the evaluation is unaffected (docs/resolver.md, "Provider behaviour"). */
   private write(records: NativeResolveResult['materializationsToWrite']): void {
     const store = this.store;
     if (!store?.writeMaterializations) {

@@ -66,7 +66,7 @@ impl Host for CoreHost {
         with_scope(|s| s.core.log_assign(resolve_id, assigned_flags, client, sdk));
     }
 
-    // Tokens never leave the host process, so they are not encrypted (RESOLVER-LOGS.md §3.3).
+    // Tokens never leave the host process, so they are not encrypted (docs/resolver.md, "Resolve token, apply and dedup").
     fn encrypt_resolve_token(token: &[u8], _key: &[u8]) -> Result<Vec<u8>, String> {
         Ok(token.to_vec())
     }

@@ -1,9 +1,9 @@
-//! The operations of Confidence's guest ABI (RESOLVER-LOGS.md §0), written once: the wasm guest
+//! The operations of Confidence's guest ABI (docs/guest-abi.md, "Export contracts"), written once: the wasm guest
 //! (`wasm/`) wraps each in its `wasm_msg` export, and the addon's native engine calls them
 //! directly, so both give the same answers and the same logs by construction.
 //!
 //! A [`Core`] is one resolver: the installed state and everything that survives state swaps
-//! (resolve and assign loggers, telemetry, exposure dedup; RESOLVER-LOGS.md §0.1). Error texts
+//! (resolve and assign loggers, telemetry, exposure dedup; docs/resolver.md). Error texts
 //! are the guest's, word for word. Every method takes `&self`: the guest has one `Core` for its
 //! single thread, the native engine shares one between evaluation and background threads.
 
@@ -32,12 +32,12 @@ use confidence_resolver::telemetry::{PrometheusConfig, Telemetry, TelemetrySnaps
 use confidence_resolver::{Client, FlagToApply, ResolveProcessState, ResolvedValue, ResolverState};
 use prost::Message;
 
-/// Upper bound of one flush's assign entries (RESOLVER-LOGS.md §4.6).
+/// Upper bound of one flush's assign entries (docs/log-upload.md, "Batching and size bounds").
 pub const LOG_TARGET_BYTES: usize = 4 * 1024 * 1024;
 /// Resolve tokens are not encrypted (they never leave the host process); the crate still
 /// wants a key.
 const TOKEN_KEY: Bytes = Bytes::from_static(&[0; 16]);
-/// Exposure de-duplication window and table size (RESOLVER-LOGS.md §3.6).
+/// Exposure de-duplication window and table size (docs/resolver.md, "Resolve token, apply and dedup").
 const DEDUP_TTL_SECONDS: i64 = 120;
 const DEDUP_CAPACITY: usize = 100_000;
 
@@ -299,7 +299,7 @@ impl Core {
     }
 
     fn log_assign(&self, resolve_id: &str, assigned_flags: &[FlagToApply<'_>], client: &Client, sdk: &Option<Sdk>) {
-        // An empty batch still produces its envelope (RESOLVER-LOGS.md §9 item 7).
+        // An empty batch still produces its envelope (docs/log-upload.md, "What a batch contains").
         let Some(first) = assigned_flags.first() else {
             self.assign_logger.log_assigns(resolve_id, assigned_flags, client, sdk);
             return;

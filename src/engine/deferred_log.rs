@@ -7,7 +7,7 @@
 //! the batch the worker holds), so it contains every resolve logged before it. When the queue
 //! is full the resolve is logged inline rather than dropped. The one visible difference: past
 //! 50 distinct schemas per credential and flush, which schemas the crate's sample keeps is
-//! random (RESOLVER-LOGS.md §4.4) and now drawn on another thread.
+//! random (docs/resolver.md, "Resolve logs and context schema") and now drawn on another thread.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};

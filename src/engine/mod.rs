@@ -45,7 +45,7 @@ impl From<GuestError> for EngineError {
 /// Flush calls per drain at most; each returns up to ~4 MiB of exposures.
 pub(crate) const MAX_DRAIN_ROUNDS: usize = 64;
 /// A flush answer this large means the resolver stopped at its ~4 MiB batch bound and more
-/// may be waiting (RESOLVER-LOGS.md §4.6).
+/// may be waiting (docs/log-upload.md, "Batching and size bounds").
 pub(crate) const FULL_BATCH_BYTES: usize = 3 << 20;
 
 /// Whether a flush result carries anything worth an upload.

@@ -1,4 +1,4 @@
-//! Segment bitsets (RESOLVER.md §2.4): which units of a segment are allocated.
+//! Segment bitsets (docs/resolver.md, "Segment bitsets and bloom filters"): which units of a segment are allocated.
 //!
 //! Bits are LSB-first within each byte and are shipped gzipped; the gzip stream is written
 //! here with a plain 10-byte header because the resolver rejects optional header fields.

@@ -1,4 +1,4 @@
-//! Guava-compatible bloom filters for materialized segments (RESOLVER.md §2.5).
+//! Guava-compatible bloom filters for materialized segments (docs/resolver.md, "Segment bitsets and bloom filters").
 //!
 //! A materialized-segment criterion whose name has a bloom filter is answered locally, without a
 //! materialization store, so tests can cover materialized segments with plain states.

@@ -1,4 +1,4 @@
-//! The resolver's hashing (RESOLVER.md §3), so tests can predict buckets and bitset positions
+//! The resolver's hashing (docs/resolver.md, "Hashing and bucketing"), so tests can predict buckets and bitset positions
 //! instead of hard-coding magic units.
 
 /// Bits in a standard Confidence segment bitset.

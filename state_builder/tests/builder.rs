@@ -31,7 +31,7 @@ fn key(k: impl Into<f64>) -> confidence_resolver::proto::google::Struct {
     obj([("targeting_key", v_num(k))])
 }
 
-/// RESOLVER.md §10 example A.
+/// docs/resolver.md, "Hashing and bucketing".
 #[test]
 fn spec_example_a() {
     let state = load(

@@ -22,11 +22,11 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn fixtures() -> PathBuf {
-    repo().join("..").join("shared").join("fixtures")
+    repo().join("fixtures")
 }
 
 pub fn fixture_state() -> Vec<u8> {
-    std::fs::read(fixtures().join("resolver_state_current.pb")).expect("../shared/fixtures beside the repo")
+    std::fs::read(fixtures().join("resolver_state_current.pb")).expect("fixtures/resolver_state_current.pb")
 }
 
 pub fn fixture_account() -> String {
@@ -65,6 +65,11 @@ pub fn official() -> Option<&'static GuestModule> {
 pub fn official_or_skip(test: &str) -> Option<&'static GuestModule> {
     let m = official();
     if m.is_none() {
+        // CI sets this once the binary was fetched: from then on a skip would hide a gap.
+        assert!(
+            std::env::var_os("CONFIDENCE_REQUIRE_OFFICIAL").is_none(),
+            "{test}: CONFIDENCE_REQUIRE_OFFICIAL is set but CONFIDENCE_OFFICIAL_WASM is not"
+        );
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
@@ -158,7 +163,7 @@ pub fn flush_logs(g: &mut Guest) -> WriteFlagLogsRequest {
 
 pub use confidence_openfeature_provider::context::{from_struct, to_struct};
 
-/// Oracle cases (`../shared/fixtures/oracle/resolve_cases.jsonl`).
+/// Oracle cases (`fixtures/oracle/resolve_cases.jsonl`).
 pub fn oracle_cases() -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(fixtures().join("oracle").join("resolve_cases.jsonl")).expect("oracle cases");
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("oracle line")).collect()

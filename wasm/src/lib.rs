@@ -1,5 +1,5 @@
 //! The resolver guest: Confidence's `confidence_resolver` crate behind the `wasm_msg` ABI of
-//! HOST.md §A, export for export, so this module and Confidence's released
+//! docs/guest-abi.md, export for export, so this module and Confidence's released
 //! `confidence_resolver.wasm` can stand in for each other in any host.
 //!
 //! One deliberate difference: where the released binary traps on bad input (a malformed

@@ -1,4 +1,4 @@
-//! Buffers shared with the host (HOST.md §A.2): each allocation carries a 4-byte little-endian
+//! Buffers shared with the host (docs/guest-abi.md, "Memory framing"): each allocation carries a 4-byte little-endian
 //! header holding its total size (payload + 4), and the pointer handed out is the byte after it.
 //! Whoever receives a pointer frees it.
 

@@ -80,7 +80,7 @@ test('npm pack installs into an empty project where ESM and CJS TypeScript type-
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
     const deps = ['@openfeature/server-sdk', '@openfeature/core', '@types/node', 'undici-types'].map((n) => {
       const [{ filename: tarball }] = JSON.parse(
-        sh(npm, ['pack', '--json', '--pack-destination', dir, join(root, 'node_modules', n)], root),
+        sh(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', dir, join(root, 'node_modules', n)], root),
       );
       return join(dir, tarball);
     });

@@ -474,10 +474,6 @@ impl SyncStatus {
         }
     }
 
-    pub fn fetches(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
-    }
-
     pub fn updates(&self) -> u64 {
         self.updates.load(Ordering::Relaxed)
     }
@@ -498,11 +494,6 @@ impl SyncStatus {
     /// ETag of the state in force, whoever applied it (the loop, an initial state, a snapshot).
     pub fn etag(&self) -> Option<String> {
         self.detail().etag.clone()
-    }
-
-    /// Progress as a `watch` receiver (first state, failures, stop).
-    pub fn subscribe(&self) -> watch::Receiver<Progress> {
-        self.progress.subscribe()
     }
 
     /// A GET was started.
@@ -538,13 +529,6 @@ impl SyncStatus {
         }
         self.updates.fetch_add(1, Ordering::Relaxed);
         self.progress.send_modify(|p| p.applied += 1);
-    }
-
-    /// Replaces the changed-flags list (for callers that compute it after applying).
-    pub fn set_changed_flags(&self, changed_flags: Vec<String>) {
-        let mut detail = self.detail();
-        detail.unreported_changes.get_or_insert_with(BTreeSet::new).extend(changed_flags.iter().cloned());
-        detail.changed_flags = changed_flags;
     }
 
     /// The flags changed by all swaps since the previous call (sorted, deduplicated), or `None`
@@ -748,10 +732,6 @@ impl SyncHandle {
         let _ = self.task.await;
     }
 
-    /// Signals the loop without waiting.
-    pub fn signal_stop(&self) {
-        let _ = self.stop.send(true);
-    }
 }
 
 /// Spawns [`run_sync_loop`] on the current tokio runtime. Await

@@ -2,7 +2,7 @@
 // the last-known-good snapshot (written, served during an outage, revalidated, ignored when
 // corrupt, accepted as initialState), the proxy option, and the client secret staying out of
 // every log line, error and metric. TLS, private CAs and the proxy environment variables are
-// covered in crates/confidence-host/tests/suite/network.rs.
+// covered in tests/network.rs.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';

@@ -1,4 +1,4 @@
-// Starts the repo's `fake-confidence` binary (crates/fake-confidence/, built by `npm test`) on
+// Starts the repo's `fake-confidence` binary (fake_confidence/, built by `npm test`) on
 // 127.0.0.1 and talks to its control endpoint. One implementation serves Rust and Node tests.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';

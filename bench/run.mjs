@@ -5,7 +5,7 @@
 // provider through the same OpenFeature client, (1) the guest in V8's WebAssembly through a host
 // shaped like Confidence's official Node provider (bench/v8-host.mjs; Confidence's released
 // binary when CONFIDENCE_OFFICIAL_WASM is set), (2) our wasm engine, (3) the resolver crate
-// called natively (benches/crate_floor.rs). Results: bench/results/latest.json (+ history/).
+// called natively (crates/confidence-host/benches/crate_floor.rs). Results: bench/results/latest.json (+ history/).
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -294,7 +294,7 @@ if (wanted('memory')) {
   // Our swap runs drive the shared fake CDN: they share lane A, so never two at once.
   const laneA = [task('memory-evals', 'ours'), task('memory-swaps', 'ours')];
   const laneB = [task('memory-evals', 'v8'), task('memory-evals', 'constant'), task('memory-swaps', 'v8')];
-  // The wasm engine's memory under 1M evaluations is bounded by tests/engine_wasm.rs; here
+  // The wasm engine's memory under 1M evaluations is bounded by crates/confidence-host/tests/suite/engine_wasm.rs; here
   // only its swaps run (1M evaluations at its speed would not fit the 10-minute budget).
   laneA.push(task('memory-swaps', 'ours-wasm'));
   const done = await lanes(laneA, laneB);

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run demo`: the provider resolving the project's demo state (built by state_builder,
+// `npm run demo`: the provider resolving the project's demo state (built by crates/state-builder,
 // shipped inside the addon) through the OpenFeature SDK: offline, no account, no network.
 // With CONFIDENCE_FLAG_CLIENT_SECRET set it resolves your own flags from Confidence instead
 // (pass flag keys as arguments).

@@ -12,6 +12,10 @@ pub mod store {
     include!(concat!(env!("OUT_DIR"), "/confidence.store.v1.rs"));
 }
 
+/// JSON ↔ `google.protobuf.Struct` (evaluation contexts, variant values).
+#[cfg(feature = "json")]
+pub mod json;
+
 /// `confidence.flags.admin.v1` messages outside the crate.
 pub mod admin {
     include!(concat!(env!("OUT_DIR"), "/confidence.flags.admin.v1.rs"));

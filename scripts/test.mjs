@@ -13,7 +13,7 @@ const run = (cmd, args) => {
 };
 
 run('cargo', ['test', '--release', '--workspace']);
-// The loopback fake Confidence the Node suites drive (fake_confidence/, one implementation
+// The loopback fake Confidence the Node suites drive (crates/fake-confidence/, one implementation
 // for Rust and Node tests).
 run('cargo', ['build', '--release', '-p', 'fake-confidence']);
 const triple = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)[1];

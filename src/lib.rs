@@ -1,19 +1,8 @@
-//! The Node addon. This file is the only JS boundary: Rust errors become JS errors here, each
-//! with a stable `code`, and nowhere else.
+//! The Node addon: a thin binding over `confidence_host`. Options come in, calls go out, and
+//! every error leaves through `errors.rs` with a stable code.
 
-pub mod context;
-pub mod crypto;
-pub mod engine;
-pub mod guest;
-pub mod http;
-pub mod log_upload;
-pub mod metrics;
-pub mod notices;
-pub mod remote_store;
-pub mod resolver_host;
-pub mod snapshot;
-pub mod state_sync;
-pub mod testkit;
+mod errors;
+mod testkit;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,15 +17,18 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use sha2::{Digest, Sha256};
 
-use engine::native::{NativeEngine, NativeEngineConfig};
-use engine::wasm::{WasmEngine, WasmEngineConfig};
-use engine::{Engine, EngineError};
-use guest::GuestModule;
-use http::NetConfig;
-use log_upload::UploadConfig;
-use remote_store::RemoteStore;
-use resolver_host::{HostConfig, HostError, ResolverHost};
-use state_sync::SyncConfig;
+use confidence_host::engine::native::{NativeEngine, NativeEngineConfig};
+use confidence_host::engine::wasm::{WasmEngine, WasmEngineConfig};
+use confidence_host::engine::Engine;
+use confidence_host::guest::{self, GuestModule};
+use confidence_host::http::NetConfig;
+use confidence_host::log_upload::UploadConfig;
+use confidence_host::remote_store::{RemoteStore, StoreError};
+use confidence_host::resolver_host::{HostConfig, ResolverHost};
+use confidence_host::state_sync::SyncConfig;
+use confidence_host::metrics;
+use confidence_proto::json;
+use errors::{BoundaryError, Result};
 
 /// See Cargo.toml: the evaluation path and the resolve-log thread hand allocations across.
 #[global_allocator]
@@ -45,84 +37,31 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Version of the pinned `confidence_resolver` crate that defines our resolution semantics.
 #[napi]
 pub fn resolver_crate_version() -> &'static str {
-    "0.26.1"
+    confidence_host::RESOLVER_CRATE_VERSION
 }
 
-/// Stable error codes JS can branch on (`err.code`).
-#[derive(Clone, Copy, Debug)]
-pub enum Code {
-    InvalidOption,
-    InvalidModule,
-    NotReady,
-    Resolver,
-    Crashed,
-    Timeout,
-    Upload,
-    Store,
-}
-
-impl AsRef<str> for Code {
-    fn as_ref(&self) -> &str {
-        match self {
-            Code::InvalidOption => "INVALID_OPTION",
-            Code::InvalidModule => "INVALID_MODULE",
-            Code::NotReady => "NOT_READY",
-            Code::Resolver => "RESOLVER_ERROR",
-            Code::Crashed => "RESOLVER_CRASHED",
-            Code::Timeout => "TIMEOUT",
-            Code::Upload => "UPLOAD_FAILED",
-            Code::Store => "STORE_FAILED",
-        }
-    }
-}
-
-/// The macro recognises fallible returns by the name `Result`.
-pub type Result<T> = std::result::Result<T, Error<Code>>;
-
-pub fn err(code: Code, e: impl std::fmt::Display) -> Error<Code> {
-    Error::new(code, e.to_string())
-}
-
-/// Promises can only reject with napi's own statuses, so async methods carry the code at the
-/// start of the message: `"NOT_READY: no resolver state after 30s"`.
-fn rejection(e: Error<Code>) -> napi::Error {
-    napi::Error::from_reason(format!("{}: {}", e.status.as_ref(), e.reason))
-}
-
-impl From<EngineError> for Error<Code> {
-    fn from(e: EngineError) -> Self {
-        let code = match e {
-            EngineError::NotReady => Code::NotReady,
-            EngineError::Resolver(_) => Code::Resolver,
-            EngineError::Crashed(_) => Code::Crashed,
-            EngineError::Instance(_) => Code::InvalidModule,
-        };
-        err(code, e)
-    }
-}
-
-impl From<HostError> for Error<Code> {
-    fn from(e: HostError) -> Self {
-        let code = match e {
-            HostError::Config(_) | HostError::InitialState(_) => Code::InvalidOption,
-            HostError::NotReady(_) => Code::NotReady,
-            HostError::Engine(_) => Code::Crashed,
-        };
-        err(code, e)
-    }
+/// A Promise settled by `fut`; a failure rejects with its coded JS error.
+fn spawn<'env, T, F>(env: &'env Env, fut: F) -> napi::Result<PromiseRaw<'env, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: std::future::Future<Output = std::result::Result<T, BoundaryError>> + Send + 'static,
+{
+    env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, outcome| {
+        outcome.map_err(|e| errors::reject(env, e))
+    })
 }
 
 /// Compiles a module once per process per distinct content (compiling takes ~1 s).
-fn module_for(path: &str) -> Result<GuestModule> {
+fn module_for(path: &str) -> std::result::Result<GuestModule, BoundaryError> {
     static CACHE: Mutex<Option<HashMap<[u8; 32], GuestModule>>> = Mutex::new(None);
-    let bytes = std::fs::read(path).map_err(|e| err(Code::InvalidModule, format!("cannot read {path}: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| BoundaryError::Module(format!("cannot read {path}: {e}")))?;
     let key: [u8; 32] = Sha256::digest(&bytes).into();
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     if let Some(m) = cache.get(&key) {
         return Ok(m.clone());
     }
-    let module = GuestModule::new(&bytes).map_err(|e| err(Code::InvalidModule, format!("{path}: {e}")))?;
+    let module = GuestModule::new(&bytes).map_err(|e| BoundaryError::Module(format!("{path}: {e}")))?;
     cache.insert(key, module.clone());
     Ok(module)
 }
@@ -130,14 +69,17 @@ fn module_for(path: &str) -> Result<GuestModule> {
 /// The engine named by the `engine` option. Native is the default without a module: same answers and logs as
 /// the guest (differential suites in `tests/engine_native.rs`), no module to compile at start,
 /// and several times cheaper per evaluation (`npm run bench`).
-fn build_engine(engine: Option<&str>, wasm_path: Option<&str>) -> Result<Arc<dyn Engine>> {
+fn build_engine(
+    engine: Option<&str>,
+    wasm_path: Option<&str>,
+) -> std::result::Result<Arc<dyn Engine>, BoundaryError> {
     let default = if wasm_path.is_some() { "wasm" } else { "native" };
     match (engine.unwrap_or(default), wasm_path) {
         ("native", None) => Ok(Arc::new(NativeEngine::new(NativeEngineConfig::default())?)),
-        ("native", Some(_)) => Err(err(Code::InvalidOption, "wasmPath needs engine: 'wasm'")),
+        ("native", Some(_)) => Err(BoundaryError::option("wasmPath", "needs engine: 'wasm'")),
         ("wasm", Some(path)) => Ok(Arc::new(WasmEngine::new(module_for(path)?, WasmEngineConfig::default())?)),
-        ("wasm", None) => Err(err(Code::InvalidOption, "engine 'wasm' needs a wasmPath")),
-        (other, _) => Err(err(Code::InvalidOption, format!("engine must be 'native' or 'wasm', got {other:?}"))),
+        ("wasm", None) => Err(BoundaryError::option("engine", "'wasm' needs a wasmPath")),
+        (other, _) => Err(BoundaryError::option("engine", format!("must be 'native' or 'wasm', got {other:?}"))),
     }
 }
 
@@ -145,7 +87,7 @@ fn build_engine(engine: Option<&str>, wasm_path: Option<&str>) -> Result<Arc<dyn
 /// guest ABI, throws a readable error otherwise (not wasm, missing exports, unknown imports).
 #[napi]
 pub fn validate_resolver_module(wasm: Buffer) -> Result<Vec<String>> {
-    let module = GuestModule::new(&wasm).map_err(|e| err(Code::InvalidModule, e))?;
+    let module = GuestModule::new(&wasm).map_err(BoundaryError::from)?;
     Ok(guest::Export::ALL.into_iter().filter(|e| module.has_export(*e)).map(|e| e.name().to_string()).collect())
 }
 
@@ -273,7 +215,7 @@ pub struct NativeResolver {
     host: Arc<ResolverHost>,
     secret: String,
     /// The remote materialization store, built on first use.
-    store: std::sync::OnceLock<std::result::Result<Arc<RemoteStore>, String>>,
+    store: std::sync::OnceLock<std::result::Result<Arc<RemoteStore>, StoreError>>,
 }
 
 fn native_record(r: MaterializationRecord) -> NativeMaterialization {
@@ -285,7 +227,7 @@ fn native_flag(f: ResolvedFlag) -> NativeResolvedFlag {
         reason: ResolveReason::try_from(f.reason)
             .map(|r| r.as_str_name().to_string())
             .unwrap_or_else(|_| "RESOLVE_REASON_UNSPECIFIED".into()),
-        value_json: f.value.as_ref().map(|v| context::from_struct(v).to_string()),
+        value_json: f.value.as_ref().map(|v| json::from_struct(v).to_string()),
         flag: f.flag,
         variant: f.variant,
         should_apply: f.should_apply,
@@ -303,14 +245,14 @@ fn millis(v: Option<u32>, default_ms: u64) -> Duration {
 
 #[napi]
 impl NativeResolver {
-    /// Construction errors (bad options, a module that is not a resolver) throw with code
-    /// `InvalidArg`: napi's constructors only carry its own status codes.
+    /// Construction errors throw with their code: `INVALID_OPTION` naming the option, or
+    /// `INVALID_MODULE` for a `wasmPath` that is not a resolver.
     #[napi(constructor)]
-    pub fn new(options: NativeOptions) -> napi::Result<Self> {
-        Self::build(options).map_err(|e| napi::Error::new(Status::InvalidArg, e.reason.clone()))
+    pub fn new(env: &Env, options: NativeOptions) -> napi::Result<Self> {
+        Self::build(options).map_err(|e| errors::throw(env, e))
     }
 
-    fn build(options: NativeOptions) -> Result<Self> {
+    fn build(options: NativeOptions) -> std::result::Result<Self, BoundaryError> {
         let engine = build_engine(options.engine.as_deref(), options.wasm_path.as_deref())?;
         let mut sync = SyncConfig::new(options.flag_client_secret.clone());
         if let Some(url) = options.cdn_base_url {
@@ -318,7 +260,9 @@ impl NativeResolver {
         }
         if let Some(key) = options.encryption_key {
             sync.encryption_key =
-                Some(key.parse().map_err(|e| err(Code::InvalidOption, format!("encryptionKey: {e}")))?);
+                Some(key.parse().map_err(|e: confidence_host::crypto::CryptoError| {
+                    BoundaryError::option("encryptionKey", e.to_string())
+                })?);
         }
         let net = NetConfig {
             connect_timeout: millis(options.connect_timeout_ms.map(|ms| ms.max(1)), 5_000),
@@ -329,7 +273,7 @@ impl NativeResolver {
             ..NetConfig::default()
         }
         .with_env(|name| std::env::var(name).ok());
-        net.validate().map_err(|e| err(Code::InvalidOption, e))?;
+        net.validate().map_err(|e| BoundaryError::Host(e.into()))?;
         sync.net = net;
         let mut upload = UploadConfig::new(options.flag_client_secret.clone());
         if let Some(ms) = options.request_timeout_ms {
@@ -353,7 +297,7 @@ impl NativeResolver {
             initial_state: options.initial_state.map(|b| b.to_vec()),
             snapshot_path: options.snapshot_path.filter(|p| !p.is_empty()).map(Into::into),
         };
-        let host = ResolverHost::new(engine, config)?;
+        let host = ResolverHost::new(engine, config).map_err(BoundaryError::Host)?;
         Ok(NativeResolver {
             host: Arc::new(host),
             secret: options.flag_client_secret,
@@ -363,11 +307,13 @@ impl NativeResolver {
 
     /// Starts background sync and flushing; resolves once a state is in force, rejects with
     /// the last failure after `timeoutMs` (the host keeps retrying either way).
-    #[napi]
-    pub async fn initialize(&self, timeout_ms: u32) -> napi::Result<()> {
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn initialize<'env>(&self, env: &'env Env, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, ()>> {
         let host = self.host.clone();
-        host.start().map_err(|e| rejection(e.into()))?;
-        host.wait_ready(Duration::from_millis(u64::from(timeout_ms))).await.map_err(|e| rejection(e.into()))
+        spawn(env, async move {
+            host.start()?;
+            Ok(host.wait_ready(Duration::from_millis(u64::from(timeout_ms))).await?)
+        })
     }
 
     /// Resolves `flags` (`flags/<name>`; empty = all of the client's) for a context given as
@@ -378,7 +324,7 @@ impl NativeResolver {
         let request = ResolveProcessRequest::without_materializations(self.request(flags, &context_json, apply)?);
         match self.step(request)? {
             NativeResolveStep { resolved: Some(resolved), .. } => Ok(resolved),
-            _ => Err(err(Code::Resolver, "the resolver asked for materializations without a store")),
+            _ => Err(BoundaryError::Internal("the resolver asked for materializations without a store".into()).into()),
         }
     }
 
@@ -389,12 +335,12 @@ impl NativeResolver {
     pub fn evaluate(&self, flag: String, context_json: String, apply: bool) -> Result<Option<NativeResolvedFlag>> {
         let request =
             ResolveProcessRequest::without_materializations(self.request(vec![flag], &context_json, apply)?);
-        let response = self.host.engine().resolve(request)?;
+        let response = self.host.engine().resolve(request).map_err(BoundaryError::from)?;
         match response.result {
             Some(resolve_process_response::Result::Resolved(r)) => {
                 Ok(r.response.unwrap_or_default().resolved_flags.into_iter().next().map(native_flag))
             }
-            _ => Err(err(Code::Resolver, "the resolver asked for materializations without a store")),
+            _ => Err(BoundaryError::Internal("the resolver asked for materializations without a store".into()).into()),
         }
     }
 
@@ -418,8 +364,7 @@ impl NativeResolver {
     }
 
     fn request(&self, flags: Vec<String>, context_json: &str, apply: bool) -> Result<ResolveFlagsRequest> {
-        let context =
-            context::struct_from_json(context_json).map_err(|e| err(Code::InvalidOption, format!("context: {e}")))?;
+        let context = json::struct_from_json(context_json).map_err(BoundaryError::from)?;
         Ok(ResolveFlagsRequest {
             flags,
             evaluation_context: Some(context),
@@ -430,7 +375,7 @@ impl NativeResolver {
     }
 
     fn step(&self, request: ResolveProcessRequest) -> Result<NativeResolveStep> {
-        let response = self.host.engine().resolve(request)?;
+        let response = self.host.engine().resolve(request).map_err(BoundaryError::from)?;
         let resolved = match response.result {
             Some(resolve_process_response::Result::Suspended(s)) => {
                 let reads = s.materializations_to_read.into_iter().map(native_record).collect();
@@ -440,7 +385,7 @@ impl NativeResolver {
                 });
             }
             Some(resolve_process_response::Result::Resolved(r)) => r,
-            None => return Err(err(Code::Resolver, "the resolver returned an empty response")),
+            None => return Err(BoundaryError::Internal("the resolver returned an empty response".into()).into()),
         };
         let response = resolved.response.unwrap_or_default();
         let flags = response.resolved_flags.into_iter().map(native_flag).collect();
@@ -467,7 +412,7 @@ impl NativeResolver {
             send_time: Some(now),
             sdk: None,
         };
-        Ok(self.host.engine().apply(&request)?)
+        Ok(self.host.engine().apply(&request).map_err(BoundaryError::from)?)
     }
 
     /// Telemetry for one evaluation: its outcome (a `ResolveReason` number, docs/resolver.md, "Provider behaviour") and
@@ -488,23 +433,18 @@ impl NativeResolver {
     }
 
     /// Uploads everything logged so far; resolves with the number of batches sent.
-    #[napi]
-    pub async fn flush(&self) -> napi::Result<u32> {
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn flush<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, u32>> {
         let host = self.host.clone();
-        host.flush().await.map(|n| n as u32).map_err(|e| rejection(err(Code::Upload, e)))
+        spawn(env, async move { Ok(host.flush().await.map(|n| n as u32)?) })
     }
 
     /// Stops background work, then a final flush bounded by `timeoutMs`. After it resolves
     /// nothing of this resolver keeps the process alive.
-    #[napi]
-    pub async fn close(&self, timeout_ms: u32) -> napi::Result<()> {
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, ()>> {
         let host = self.host.clone();
-        host.close(Duration::from_millis(u64::from(timeout_ms))).await.map(|_| ()).map_err(|e| {
-            rejection(match e {
-                log_upload::UploadError::Timeout => err(Code::Timeout, "the final log flush did not finish in time"),
-                e => err(Code::Upload, e),
-            })
-        })
+        spawn(env, async move { Ok(host.close(Duration::from_millis(u64::from(timeout_ms))).await.map(|_| ())?) })
     }
 
     /// Prometheus text: the host's counters (fetches, 304s, failures, swaps, uploads, dropped
@@ -569,37 +509,40 @@ impl NativeResolver {
     /// The remote materialization store (`'CONFIDENCE_REMOTE_STORE'`): the records it holds for
     /// the resolver's `reads`, negatives omitted, ready for `resume`. Rejects with `STORE_FAILED`
     /// after docs/remote-store.md's bounded retries, at once when offline.
-    #[napi]
-    pub async fn read_remote_materializations(
+    #[napi(ts_return_type = "Promise<Array<NativeMaterialization>>")]
+    pub fn read_remote_materializations<'env>(
         &self,
+        env: &'env Env,
         reads: Vec<NativeMaterialization>,
-    ) -> napi::Result<Vec<NativeMaterialization>> {
-        let store = self.remote_store().map_err(rejection)?;
+    ) -> napi::Result<PromiseRaw<'env, Vec<NativeMaterialization>>> {
+        let store = self.remote_store();
         let queries: Vec<MaterializationRecord> = reads.into_iter().map(record).collect();
-        let found = store.read(&queries).await.map_err(|e| rejection(err(Code::Store, e)))?;
-        Ok(found.into_iter().map(native_record).collect())
+        spawn(env, async move {
+            let found = store?.read(&queries).await?;
+            Ok(found.into_iter().map(native_record).collect())
+        })
     }
 
     /// Stores the resolver's sticky assignments in the remote materialization store.
-    #[napi]
-    pub async fn write_remote_materializations(&self, writes: Vec<NativeMaterialization>) -> napi::Result<()> {
-        let store = self.remote_store().map_err(rejection)?;
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write_remote_materializations<'env>(
+        &self,
+        env: &'env Env,
+        writes: Vec<NativeMaterialization>,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        let store = self.remote_store();
         let records: Vec<MaterializationRecord> = writes.into_iter().map(record).collect();
-        store.write(&records).await.map_err(|e| rejection(err(Code::Store, e)))
+        spawn(env, async move { Ok(store?.write(&records).await?) })
     }
 
-    fn remote_store(&self) -> Result<Arc<RemoteStore>> {
+    fn remote_store(&self) -> std::result::Result<Arc<RemoteStore>, BoundaryError> {
         let config = self.host.config();
         if config.offline {
-            return Err(err(Code::Store, "the provider is offline: the remote materialization store is not reachable"));
+            return Err(StoreError::Offline.into());
         }
         self.store
-            .get_or_init(|| {
-                RemoteStore::new(&config.upload.api_base_url, &self.secret, &config.sync.net)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
+            .get_or_init(|| RemoteStore::new(&config.upload.api_base_url, &self.secret, &config.sync.net).map(Arc::new))
             .clone()
-            .map_err(|e| err(Code::Store, e))
+            .map_err(BoundaryError::from)
     }
 }

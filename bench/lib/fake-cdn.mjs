@@ -1,4 +1,4 @@
-// The loopback fake Confidence (fake_confidence/, a Rust binary): the state CDN for the
+// The loopback fake Confidence (crates/fake-confidence/, a Rust binary): the state CDN for the
 // start-up and state-swap workloads, and a log route that accepts uploads without keeping them.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Baseline 3: benches/crate_floor.rs, built with cargo (outside the measured time) and run
+// Baseline 3: crates/confidence-host/benches/crate_floor.rs, built with cargo (outside the measured time) and run
 // as a child process on a JSON spec of the same workloads.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -10,7 +10,7 @@ export function buildFloor() {
   const started = performance.now();
   const r = spawnSync(
     'cargo',
-    ['bench', '--bench', 'crate_floor', '--no-run', '--message-format=json-render-diagnostics'],
+    ['bench', '-p', 'confidence-host', '--bench', 'crate_floor', '--no-run', '--message-format=json-render-diagnostics'],
     {
       cwd: root,
       encoding: 'utf8',

@@ -1,6 +1,6 @@
 // Timing: contenders of one workload run in alternating rounds so the machine's drift (shared,
 // noisy) hits them alike. Throughput rounds have no per-op clock; latency rounds time each op.
-// benches/crate_floor.rs uses the same scheme.
+// crates/confidence-host/benches/crate_floor.rs uses the same scheme.
 
 const yieldToLoop = () => new Promise((resolve) => setImmediate(resolve));
 

@@ -1,4 +1,4 @@
-// The workloads' inputs, identical for every contender (benches/crate_floor.rs generates the
+// The workloads' inputs, identical for every contender (crates/confidence-host/benches/crate_floor.rs generates the
 // same contexts from the same formulas): states as CDN bodies, flags, contexts, key walks.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -1,0 +1,429 @@
+//! Ties the pieces together for one provider: an engine, the CDN sync loop feeding it, and
+//! the flush loop draining it into the log uploader. Knows nothing of JS; `lib.rs` wraps it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use confidence_proto::admin::ClientResolverState;
+use confidence_proto::SetResolverStateRequest;
+use confidence_resolver::proto::confidence::flags::admin::v1::ResolverState;
+use confidence_resolver::proto::confidence::flags::resolver::v1::{sdk, Sdk, SdkId};
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::engine::{Engine, EngineError};
+use crate::http;
+use crate::log_upload::{LogUploader, UploadConfig, UploadError};
+use crate::notices::{Level, Notices};
+use crate::snapshot::{self, Snapshot};
+use crate::state_sync::{
+    decode_body, ConfigError, run_sync_loop, FirstStateError, StateFetcher, StateSink, StateUpdate, SyncConfig, SyncStatus,
+};
+
+/// Why a host cannot be built or started. The addon maps each variant to a JS error code.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The state sync configuration can never work (empty secret, bad CDN URL, ...).
+    #[error(transparent)]
+    Sync(#[from] ConfigError),
+    #[error("invalid API base URL: {0}")]
+    ApiBaseUrl(String),
+    #[error(transparent)]
+    Net(#[from] http::NetError),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error("initial state: {0}")]
+    InitialState(#[from] OpenError),
+    #[error(transparent)]
+    NotReady(#[from] FirstStateError),
+}
+
+/// Why a state given to the host (an initial state or a snapshot) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error(transparent)]
+    Body(#[from] crate::state_sync::SyncError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    pub sync: SyncConfig,
+    pub upload: UploadConfig,
+    pub state_update_interval: Duration,
+    pub flush_interval: Duration,
+    pub sdk_version: String,
+    pub enable_apply_dedup: bool,
+    pub disable_exposure_collection: bool,
+    /// Never open a connection: resolve from `initial_state` only, keep logs in the backlog.
+    pub offline: bool,
+    /// Zero egress for logs: states are fetched as usual, but resolve logs, exposures and
+    /// telemetry are never uploaded; they wait in the bounded backlog, as offline (where the
+    /// test kit can read them), oldest dropped and counted when it is full.
+    pub disable_log_upload: bool,
+    /// A `ClientResolverState` as the CDN serves it (encrypted when a key is configured), or a
+    /// snapshot file's content (`snapshot.rs`).
+    pub initial_state: Option<Vec<u8>>,
+    /// Where the last-known-good snapshot lives: written after every applied download, served
+    /// when the first state cannot be fetched in time.
+    pub snapshot_path: Option<PathBuf>,
+}
+
+impl HostConfig {
+    /// Whether logs are ever sent (not offline, uploads not disabled).
+    pub fn uploads(&self) -> bool {
+        !self.offline && !self.disable_log_upload
+    }
+}
+
+/// Applies fetched states to the engine, keeps the uploader's route in step and writes the
+/// snapshot.
+struct EngineSink {
+    engine: Arc<dyn Engine>,
+    uploader: Arc<LogUploader>,
+    sdk: Sdk,
+    enable_apply_dedup: bool,
+    disable_exposure_collection: bool,
+    /// Held for a whole swap, so a snapshot restore cannot interleave with a download's apply.
+    applied: Mutex<Applied>,
+    snapshot: Option<SnapshotTarget>,
+    notices: Arc<Notices>,
+}
+
+#[derive(Default)]
+struct Applied {
+    /// Encoded flags of the state in force, to report which flags a swap changed.
+    flags: HashMap<String, Vec<u8>>,
+    /// States loaded so far.
+    loads: u64,
+}
+
+struct SnapshotTarget {
+    path: PathBuf,
+    digest: [u8; 32],
+    encrypted: bool,
+}
+
+impl EngineSink {
+    /// Loads a state unless `only_first` and one was loaded already; `None` when skipped.
+    fn load(
+        &self,
+        state: &[u8],
+        account: &str,
+        log_destinations: &[i32],
+        only_first: bool,
+    ) -> Result<Option<Vec<String>>, EngineError> {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if only_first && applied.loads > 0 {
+            return Ok(None);
+        }
+        let request = SetResolverStateRequest {
+            state: state.to_vec(),
+            account_id: account.to_string(),
+            sdk: Some(self.sdk.clone()),
+            enable_apply_dedup: self.enable_apply_dedup,
+            disable_exposure_collection: self.disable_exposure_collection,
+        };
+        self.engine.load_state(&request)?;
+        self.uploader.set_route(log_destinations, account);
+        let next: HashMap<String, Vec<u8>> = ResolverState::decode(state)
+            .map(|s| s.flags.into_iter().map(|f| (f.name.clone(), f.encode_to_vec())).collect())
+            .unwrap_or_default();
+        let mut changed: Vec<String> = next
+            .iter()
+            .filter(|(name, bytes)| applied.flags.get(*name) != Some(*bytes))
+            .map(|(name, _)| name.clone())
+            .chain(applied.flags.keys().filter(|name| !next.contains_key(*name)).cloned())
+            .collect();
+        changed.sort();
+        applied.flags = next;
+        applied.loads += 1;
+        Ok(Some(changed))
+    }
+
+    /// Saves a download that was just applied. A failed write costs only the fallback, so it
+    /// is reported, not raised.
+    fn save_snapshot(&self, update: &StateUpdate) {
+        let Some(target) = &self.snapshot else { return };
+        let snapshot = Snapshot { body: update.body.clone(), etag: update.etag.clone(), encrypted: target.encrypted };
+        if let Err(e) = snapshot::write_atomic(&target.path, &snapshot::encode(&target.digest, &snapshot)) {
+            self.notices.push(Level::Warn, format!("cannot write the state snapshot {}: {e}", target.path.display()));
+        }
+    }
+}
+
+impl StateSink for EngineSink {
+    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, EngineError> {
+        let changed = self.load(&update.state, &update.account, &update.log_destinations, false)?.unwrap_or_default();
+        self.save_snapshot(update);
+        Ok(changed)
+    }
+}
+
+struct Tasks {
+    stop: watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub struct ResolverHost {
+    engine: Arc<dyn Engine>,
+    uploader: Arc<LogUploader>,
+    sink: Arc<EngineSink>,
+    status: Arc<SyncStatus>,
+    config: HostConfig,
+    notices: Arc<Notices>,
+    tasks: Mutex<Option<Tasks>>,
+}
+
+impl ResolverHost {
+    /// Validates the configuration and loads `initial_state` when given, so a host can answer
+    /// before (or without) any network.
+    pub fn new(engine: Arc<dyn Engine>, config: HostConfig) -> Result<Self, HostError> {
+        config.sync.state_url()?;
+        let api =
+            reqwest::Url::parse(&config.upload.api_base_url).map_err(|e| HostError::ApiBaseUrl(e.to_string()))?;
+        let client = http::client(&api, &config.sync.net)?;
+        let uploader = Arc::new(LogUploader::new(client, config.upload.clone())?);
+        let notices = Arc::new(Notices::default());
+        let snapshot = config.snapshot_path.clone().map(|path| SnapshotTarget {
+            path,
+            digest: snapshot::secret_digest(&config.sync.client_secret),
+            encrypted: config.sync.encryption_key.is_some(),
+        });
+        let sink = Arc::new(EngineSink {
+            engine: engine.clone(),
+            uploader: uploader.clone(),
+            sdk: Sdk {
+                sdk: Some(sdk::Sdk::Id(SdkId::JsLocalServerProvider as i32)),
+                version: config.sdk_version.clone(),
+            },
+            enable_apply_dedup: config.enable_apply_dedup,
+            disable_exposure_collection: config.disable_exposure_collection,
+            applied: Mutex::new(Applied::default()),
+            snapshot,
+            notices: notices.clone(),
+        });
+        let host = ResolverHost {
+            engine,
+            uploader,
+            sink,
+            status: Arc::new(SyncStatus::new()),
+            config,
+            notices,
+            tasks: Mutex::new(None),
+        };
+        if let Some(bytes) = host.config.initial_state.clone() {
+            host.load_initial(&bytes)?;
+        }
+        Ok(host)
+    }
+
+    /// The body of a snapshot (checked to be this client's) or, unless `snapshot_only`, a bare
+    /// CDN body, decoded.
+    fn open(&self, bytes: &[u8], snapshot_only: bool) -> Result<(ClientResolverState, Option<String>), OpenError> {
+        let key = self.config.sync.encryption_key.as_ref();
+        let (body, etag) = if snapshot_only || snapshot::is_snapshot(bytes) {
+            let digest = snapshot::secret_digest(&self.config.sync.client_secret);
+            let s = snapshot::decode(bytes, &digest, key.is_some())?;
+            (s.body, s.etag)
+        } else {
+            (bytes.to_vec(), None)
+        };
+        Ok((decode_body(&body, key)?, etag))
+    }
+
+    fn load_initial(&self, bytes: &[u8]) -> Result<(), HostError> {
+        let (wrapper, etag) = self.open(bytes, false)?;
+        let changed = self
+            .sink
+            .load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, false)
+            .map_err(OpenError::Engine)?
+            .unwrap_or_default();
+        self.status.record_applied(etag, changed);
+        Ok(())
+    }
+
+    /// Serves the snapshot when no state could be fetched in time; `Ok(false)` when there is
+    /// none to serve, a state arrived meanwhile, or the snapshot is unusable (with a warning:
+    /// a corrupt, truncated or foreign file is never trusted).
+    fn restore_snapshot(&self, why: &FirstStateError) -> bool {
+        let Some(path) = &self.config.snapshot_path else { return false };
+        let opened = snapshot::read(path, self.config.sync.max_state_bytes)
+            .map_err(OpenError::Snapshot)
+            .and_then(|bytes| bytes.map(|b| self.open(&b, true)).transpose());
+        let (wrapper, etag) = match opened {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return false,
+            Err(e) => {
+                self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {e}", path.display()));
+                return false;
+            }
+        };
+        match self.sink.load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, true) {
+            Ok(Some(changed)) => {
+                self.status.record_restored(etag.clone(), changed);
+                self.notices.push(
+                    Level::Warn,
+                    format!(
+                        "serving the last-known-good state snapshot {} (ETag {}) because the CDN could not be reached: {why}; still polling the CDN",
+                        path.display(),
+                        etag.as_deref().unwrap_or("none")
+                    ),
+                );
+                true
+            }
+            // A download was applied meanwhile: it is newer than any snapshot.
+            Ok(None) => true,
+            Err(e) => {
+                self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {e}", path.display()));
+                false
+            }
+        }
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub fn status(&self) -> &Arc<SyncStatus> {
+        &self.status
+    }
+
+    pub fn uploader(&self) -> &Arc<LogUploader> {
+        &self.uploader
+    }
+
+    /// Messages for the user's logger, oldest first.
+    pub fn notices(&self) -> &Notices {
+        &self.notices
+    }
+
+    /// Starts the sync loop (unless offline) and the flush loop on the current runtime.
+    pub fn start(&self) -> Result<(), HostError> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if tasks.is_some() {
+            return Ok(());
+        }
+        let (stop, shutdown) = watch::channel(false);
+        let mut handles = Vec::new();
+        if !self.config.offline {
+            let fetcher = StateFetcher::new(self.config.sync.clone())?;
+            handles.push(tokio::spawn(run_sync_loop(
+                fetcher,
+                self.sink.clone(),
+                self.config.state_update_interval,
+                self.status.clone(),
+                shutdown.clone(),
+            )));
+        }
+        // Offline hosts drain too: logs wait in the bounded backlog (dropping oldest, counted)
+        // instead of growing guest memory, and the test kit reads them from there.
+        handles.push(tokio::spawn(flush_loop(
+            self.engine.clone(),
+            self.uploader.clone(),
+            self.config.flush_interval,
+            self.config.uploads(),
+            shutdown,
+        )));
+        *tasks = Some(Tasks { stop, handles });
+        Ok(())
+    }
+
+    /// Resolves when a state is in force; with none after `timeout` (or a failure retrying
+    /// cannot fix), serves the snapshot if there is a usable one, else fails with the reason.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), HostError> {
+        match self.status.wait_for_first_state(timeout).await {
+            Ok(()) => Ok(()),
+            Err(why) if self.restore_snapshot(&why) => Ok(()),
+            Err(why) => Err(why.into()),
+        }
+    }
+
+    /// Drains the engine and uploads everything now (also with the flush loop running).
+    pub async fn flush(&self) -> Result<usize, UploadError> {
+        self.drain_engine().await;
+        if !self.config.uploads() {
+            return Ok(0);
+        }
+        self.uploader.flush().await
+    }
+
+    /// Everything logged so far that has not been uploaded, as serialized
+    /// `WriteFlagLogsRequest`s, taken instead of uploaded (offline providers, the test kit).
+    pub async fn take_logs(&self) -> Vec<bytes::Bytes> {
+        self.drain_engine().await;
+        self.uploader.take_backlog()
+    }
+
+    /// Moves everything the engine logged into the upload backlog (off the calling thread: a
+    /// flush is a guest call).
+    async fn drain_engine(&self) {
+        let engine = self.engine.clone();
+        let batches = tokio::task::spawn_blocking(move || engine.flush_logs()).await.unwrap_or_default();
+        self.uploader.enqueue(batches);
+    }
+
+    /// Stops the loops, then a final drain and upload bounded by `timeout`. Idempotent.
+    pub async fn close(&self, timeout: Duration) -> Result<usize, UploadError> {
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tasks) = tasks {
+            let _ = tasks.stop.send(true);
+            for handle in tasks.handles {
+                let _ = handle.await;
+            }
+        }
+        let flushed = match tokio::time::timeout(timeout, self.flush()).await {
+            Ok(result) => result,
+            Err(_) => Err(UploadError::Timeout),
+        };
+        let engine = self.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.close()).await;
+        flushed
+    }
+}
+
+/// Every `interval`: recycle oversized instances, drain the engine, upload (when `upload`).
+async fn flush_loop(
+    engine: Arc<dyn Engine>,
+    uploader: Arc<LogUploader>,
+    interval: Duration,
+    upload: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        let e = engine.clone();
+        let batches = tokio::task::spawn_blocking(move || {
+            e.maintain();
+            e.flush_logs()
+        })
+        .await
+        .unwrap_or_default();
+        uploader.enqueue(batches);
+        if !upload {
+            continue;
+        }
+        // A failed upload stays in the backlog for the next round; the stats record it.
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = uploader.flush() => {}
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Corporate networks: states and logs through a forward proxy (explicit or from the
+//! environment, `NO_PROXY` honoured, credentials sent), TLS to a server whose certificate comes
+//! from a private CA (trusted through the options or `NODE_EXTRA_CA_CERTS`), connect and read
+//! timeouts, and the `User-Agent`. Everything runs on 127.0.0.1: the proxy maps every target
+//! to the TLS front, so the test host name is never looked up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use confidence_host::engine::native::{NativeEngine, NativeEngineConfig};
+use confidence_host::engine::Engine;
+use confidence_host::http::{NetConfig, USER_AGENT};
+use confidence_host::log_upload::UploadConfig;
+use confidence_host::resolver_host::{HostConfig, ResolverHost};
+use confidence_host::state_sync::{Fetched, StateFetcher, SyncConfig, SyncError};
+use confidence_proto::admin::ClientResolverState;
+use confidence_resolver::proto::confidence::flags::resolver::v1::ResolveProcessRequest;
+use fake_confidence::{secret_digest, FakeConfidence, Fault, Route};
+use crate::net_support::{ForwardProxy, TestPki, TlsFront, CDN_HOST};
+use prost::Message;
+use serde_json::json;
+
+fn payload() -> Vec<u8> {
+    ClientResolverState { state: fixture_state(), account: fixture_account(), log_destinations: vec![] }.encode_to_vec()
+}
+
+/// The fake Confidence behind a TLS front with a private CA.
+struct Site {
+    fake: FakeConfidence,
+    front: TlsFront,
+    pki: TestPki,
+}
+
+impl Site {
+    async fn start() -> Site {
+        let fake = FakeConfidence::start().await.unwrap();
+        fake.set_state(secret_digest(FIXTURE_SECRET), payload(), "\"v1\"");
+        let pki = TestPki::generate();
+        let upstream = format!("127.0.0.1:{}", fake.port()).parse().unwrap();
+        let front = TlsFront::start(&pki, upstream).await;
+        Site { fake, front, pki }
+    }
+
+    /// The https base URL under the test host name (reachable only through the proxy).
+    fn named_url(&self) -> String {
+        format!("https://{CDN_HOST}:{}/", self.front.addr.port())
+    }
+
+    fn localhost_url(&self) -> String {
+        format!("https://localhost:{}/", self.front.addr.port())
+    }
+}
+
+fn fetcher(base: String, net: NetConfig) -> Result<StateFetcher, String> {
+    let config = SyncConfig {
+        cdn_base_url: base,
+        request_timeout: Duration::from_secs(10),
+        net,
+        ..SyncConfig::new(FIXTURE_SECRET)
+    };
+    StateFetcher::new(config).map_err(|e| e.to_string())
+}
+
+async fn fetch(base: String, net: NetConfig) -> Result<Fetched, SyncError> {
+    fetcher(base, net).unwrap().fetch().await
+}
+
+fn trusting(pki: &TestPki) -> NetConfig {
+    NetConfig { extra_ca_pem: vec![pki.ca_pem.clone()], ..NetConfig::default() }
+}
+
+fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    move |name| map.get(name).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_and_logs_go_through_the_proxy_over_tls_with_a_private_ca() {
+    let site = Site::start().await;
+    let proxy = ForwardProxy::start(site.front.addr).await;
+    let net = NetConfig {
+        proxy: Some(format!("http://tunnel-user:tunnel-pass@{}", proxy.addr)),
+        user_agent_prefix: Some("checkout-service/2.1".into()),
+        ..trusting(&site.pki)
+    };
+    let mut sync = SyncConfig::new(FIXTURE_SECRET);
+    sync.cdn_base_url = site.named_url();
+    sync.net = net;
+    let mut upload = UploadConfig::new(FIXTURE_SECRET);
+    upload.api_base_url = site.named_url();
+    let config = HostConfig {
+        sync,
+        upload,
+        state_update_interval: Duration::from_secs(30),
+        flush_interval: Duration::from_secs(30),
+        sdk_version: "0.1.0".into(),
+        enable_apply_dedup: false,
+        disable_exposure_collection: false,
+        offline: false,
+        disable_log_upload: false,
+        initial_state: None,
+        snapshot_path: None,
+    };
+    let engine: Arc<dyn Engine> = Arc::new(NativeEngine::new(NativeEngineConfig::default()).unwrap());
+    let host = ResolverHost::new(engine, config).unwrap();
+    host.start().unwrap();
+    host.wait_ready(Duration::from_secs(5)).await.unwrap();
+    for i in 0..5 {
+        let req = request(FIXTURE_SECRET, &[], to_struct(&json!({ "visitor_id": format!("v{i}") })), true);
+        host.engine().resolve(ResolveProcessRequest::without_materializations(req)).unwrap();
+    }
+    assert!(host.flush().await.unwrap() >= 1);
+    host.close(Duration::from_secs(2)).await.unwrap();
+
+    let log = proxy.log();
+    assert!(log.tunnels.len() >= 2, "the state and the logs were tunnelled: {log:?}");
+    let target = format!("{CDN_HOST}:{}", site.front.addr.port());
+    assert!(log.tunnels.iter().all(|t| *t == target), "{log:?}");
+    assert_eq!(log.authorizations.len(), log.tunnels.len(), "every CONNECT carries the credentials");
+    // base64("tunnel-user:tunnel-pass")
+    assert!(log.authorizations.iter().all(|a| a == "Basic dHVubmVsLXVzZXI6dHVubmVsLXBhc3M="), "{log:?}");
+    assert!(site.front.handshakes.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    let received = site.fake.received_logs();
+    assert!(!received.is_empty());
+    let agent = received[0].header("user-agent").unwrap_or_default().to_string();
+    assert_eq!(agent, format!("checkout-service/2.1 {USER_AGENT}"));
+    assert!(USER_AGENT.starts_with("confidence-openfeature-provider-node/0."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_from_an_unknown_ca_is_refused_and_the_error_says_so() {
+    let site = Site::start().await;
+    let proxy = ForwardProxy::start(site.front.addr).await;
+    let net = NetConfig { proxy: Some(proxy.url()), ..NetConfig::default() };
+    let err = fetch(site.named_url(), net).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(proxy.log().tunnels.len(), 1, "the tunnel was made; TLS refused the server");
+    assert_eq!(site.fake.counters(Route::Cdn).requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_supplies_the_proxy_and_the_ca_and_no_proxy_bypasses() {
+    let site = Site::start().await;
+    let proxy = ForwardProxy::start(site.front.addr).await;
+    let ca_file = std::env::temp_dir().join(format!("cf-network-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, &site.pki.ca_pem).unwrap();
+    let ca_path = ca_file.to_str().unwrap();
+    let proxy_url = proxy.url();
+
+    let upper = NetConfig::default().with_env(env(&[("HTTPS_PROXY", &proxy_url), ("NODE_EXTRA_CA_CERTS", ca_path)]));
+    assert!(matches!(fetch(site.named_url(), upper).await, Ok(Fetched::State(_))));
+    assert_eq!(proxy.log().tunnels.len(), 1);
+
+    let lower = NetConfig::default().with_env(env(&[("https_proxy", &proxy_url), ("NODE_EXTRA_CA_CERTS", ca_path)]));
+    assert!(matches!(fetch(site.named_url(), lower).await, Ok(Fetched::State(_))));
+    assert_eq!(proxy.log().tunnels.len(), 2, "lower-case variables count too");
+
+    // Loopback targets never take the environment's proxy.
+    let env_only = NetConfig::default().with_env(env(&[("HTTPS_PROXY", &proxy_url), ("NODE_EXTRA_CA_CERTS", ca_path)]));
+    assert!(matches!(fetch(site.localhost_url(), env_only).await, Ok(Fetched::State(_))));
+    assert_eq!(proxy.log().tunnels.len(), 2);
+
+    // An explicit proxy takes loopback too, unless NO_PROXY names the host.
+    let explicit = NetConfig { proxy: Some(proxy_url.clone()), ..trusting(&site.pki) };
+    assert!(matches!(fetch(site.localhost_url(), explicit.clone()).await, Ok(Fetched::State(_))));
+    assert_eq!(proxy.log().tunnels.len(), 3);
+    let bypass = explicit.with_env(env(&[("NO_PROXY", "example.org, localhost")]));
+    assert!(matches!(fetch(site.localhost_url(), bypass).await, Ok(Fetched::State(_))));
+    assert_eq!(proxy.log().tunnels.len(), 3, "NO_PROXY bypassed the proxy");
+
+    // An unreadable NODE_EXTRA_CA_CERTS is skipped (Node itself only warns about it).
+    let missing = NetConfig::default().with_env(env(&[("NODE_EXTRA_CA_CERTS", "/nonexistent/ca.pem")]));
+    assert!(missing.extra_ca_pem.is_empty());
+    std::fs::remove_file(&ca_file).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_loopback_takes_an_explicit_proxy_as_an_absolute_form_request() {
+    let fake = FakeConfidence::start().await.unwrap();
+    fake.set_state(secret_digest(FIXTURE_SECRET), payload(), "\"v1\"");
+    let proxy = ForwardProxy::start(format!("127.0.0.1:{}", fake.port()).parse().unwrap()).await;
+    let net = NetConfig { proxy: Some(proxy.addr.to_string()), ..NetConfig::default() };
+    assert!(matches!(fetch(fake.base_url(), net).await, Ok(Fetched::State(_))));
+    let log = proxy.log();
+    assert_eq!(log.forwarded.len(), 1, "{log:?}");
+    assert!(log.forwarded[0].starts_with("http://127.0.0.1:"), "{log:?}");
+    assert!(log.tunnels.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_never_answers_is_cut_by_the_connect_timeout() {
+    let proxy = ForwardProxy::black_hole().await;
+    let net =
+        NetConfig { proxy: Some(proxy.url()), connect_timeout: Duration::from_millis(300), ..NetConfig::default() };
+    let started = Instant::now();
+    let err = fetch(format!("https://{CDN_HOST}:443/"), net).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}: {err}", started.elapsed());
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(err.to_string(), "timed out fetching state (connect limit 300ms)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_response_is_cut_by_the_read_timeout() {
+    let fake = FakeConfidence::start().await.unwrap();
+    fake.set_state(secret_digest(FIXTURE_SECRET), payload(), "\"v1\"");
+    fake.set_fault(Route::Cdn, Fault::Slow(Duration::from_secs(8))).await.unwrap();
+    let net = NetConfig { read_timeout: Some(Duration::from_millis(300)), ..NetConfig::default() };
+    let started = Instant::now();
+    let err = fetch(fake.base_url(), net).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}: {err}", started.elapsed());
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(err.to_string(), "timed out fetching state (read limit 300ms, request limit 10s)");
+}
+
+#[test]
+fn bad_network_options_fail_at_construction_without_echoing_credentials() {
+    let bad_proxy = NetConfig { proxy: Some("socks9://user:hunter2@proxy:1080".into()), ..NetConfig::default() };
+    let err = bad_proxy.validate().unwrap_err();
+    let err = err.to_string();
+    assert!(err.contains("unsupported proxy scheme") && !err.contains("hunter2"), "{err}");
+    let unparseable = NetConfig { proxy: Some("http://user:hunter2@[bad".into()), ..NetConfig::default() };
+    let err = fetcher(format!("https://{CDN_HOST}/"), unparseable).unwrap_err();
+    assert!(err.contains("proxy") && !err.contains("hunter2"), "{err}");
+    let bad_ca = NetConfig { extra_ca_pem: vec!["not a certificate".into()], ..NetConfig::default() };
+    assert!(bad_ca.validate().unwrap_err().to_string().starts_with("caCertificates: bundle #1 "));
+    let debug = format!("{:?}", NetConfig { proxy: Some("http://u:hunter2@p:1".into()), ..NetConfig::default() });
+    assert!(!debug.contains("hunter2"), "{debug}");
+}

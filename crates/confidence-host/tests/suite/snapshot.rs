@@ -1,0 +1,277 @@
+//! The last-known-good snapshot against the loopback fake Confidence: written exactly as
+//! downloaded after each applied state, served (and revalidated with `If-None-Match`) when the
+//! CDN is down at start, ignored with a warning when corrupt, truncated or another client's,
+//! and accepted as an initial state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use confidence_host::crypto::{encrypt_state, StateKey};
+use confidence_host::engine::native::{NativeEngine, NativeEngineConfig};
+use confidence_host::engine::{Engine, EngineError};
+use confidence_host::log_upload::UploadConfig;
+use confidence_host::notices::Level;
+use confidence_host::resolver_host::{HostConfig, ResolverHost};
+use confidence_host::snapshot::{self, Snapshot};
+use confidence_host::state_sync::SyncConfig;
+use confidence_proto::admin::ClientResolverState;
+use confidence_resolver::proto::confidence::flags::resolver::v1::ResolveProcessRequest;
+use fake_confidence::{secret_digest, FakeConfidence, Fault, Route};
+use prost::Message;
+use serde_json::json;
+
+const KEY: [u8; 32] = [7; 32];
+
+fn payload() -> Vec<u8> {
+    ClientResolverState { state: fixture_state(), account: fixture_account(), log_destinations: vec![] }.encode_to_vec()
+}
+
+/// A fresh directory for one test's files.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cf-snapshot-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(server: &FakeConfidence, snapshot_path: &Path, key: Option<StateKey>) -> HostConfig {
+    let mut sync = SyncConfig::new(FIXTURE_SECRET);
+    sync.cdn_base_url = server.base_url();
+    sync.request_timeout = Duration::from_secs(2);
+    sync.encryption_key = key;
+    let mut upload = UploadConfig::new(FIXTURE_SECRET);
+    upload.api_base_url = server.base_url();
+    HostConfig {
+        sync,
+        upload,
+        state_update_interval: Duration::from_millis(200),
+        flush_interval: Duration::from_secs(10),
+        sdk_version: "0.1.0".into(),
+        enable_apply_dedup: false,
+        disable_exposure_collection: false,
+        offline: false,
+        disable_log_upload: true,
+        initial_state: None,
+        snapshot_path: Some(snapshot_path.to_path_buf()),
+    }
+}
+
+fn host(config: HostConfig) -> ResolverHost {
+    let engine: Arc<dyn Engine> = Arc::new(NativeEngine::new(NativeEngineConfig::default()).unwrap());
+    ResolverHost::new(engine, config).unwrap()
+}
+
+fn resolves(h: &ResolverHost) -> Result<usize, EngineError> {
+    let req = request(FIXTURE_SECRET, &[], to_struct(&json!({ "visitor_id": "v1" })), false);
+    let resp = h.engine().resolve(ResolveProcessRequest::without_materializations(req))?;
+    Ok(resp.into_resolved().expect("no materializations").0.resolved_flags.len())
+}
+
+fn warnings(h: &ResolverHost) -> Vec<String> {
+    h.notices().take().into_iter().filter(|n| n.level == Level::Warn).map(|n| n.message).collect()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a host against a healthy CDN until its first state is in force, then closes it.
+async fn fill_snapshot(server: &FakeConfidence, path: &Path, key: Option<StateKey>) {
+    let h = host(config(server, path, key));
+    h.start().unwrap();
+    h.wait_ready(Duration::from_secs(5)).await.unwrap();
+    h.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_is_saved_byte_for_byte_and_served_when_the_cdn_is_down_at_start() {
+    let dir = scratch("serve");
+    let path = dir.join("state.snap");
+    let server = FakeConfidence::start().await.unwrap();
+    server.set_state(secret_digest(FIXTURE_SECRET), payload(), "\"v1\"");
+    fill_snapshot(&server, &path, None).await;
+
+    let saved = snapshot::decode(&std::fs::read(&path).unwrap(), &snapshot::secret_digest(FIXTURE_SECRET), false)
+        .expect("a valid snapshot");
+    assert_eq!(saved, Snapshot { body: payload(), etag: Some("\"v1\"".into()), encrypted: false });
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "no temporary files left behind: {leftovers:?}");
+
+    // Restart during an outage: ready from the snapshot once the initialize timeout passes.
+    server.set_fault(Route::Cdn, Fault::Status(503)).await.unwrap();
+    let h = host(config(&server, &path, None));
+    h.start().unwrap();
+    let started = Instant::now();
+    h.wait_ready(Duration::from_millis(600)).await.expect("served from the snapshot");
+    assert!(started.elapsed() >= Duration::from_millis(600), "the CDN had the whole timeout");
+    assert!(resolves(&h).unwrap() > 0);
+    let snapshot = h.status().snapshot();
+    assert!(snapshot.from_snapshot);
+    assert_eq!(snapshot.etag.as_deref(), Some("\"v1\""));
+    assert_eq!(snapshot.last_success, None, "a snapshot is not a CDN success");
+    let warned = warnings(&h);
+    assert!(
+        warned.iter().any(|w| w.contains("serving the last-known-good state snapshot") && w.contains("503")),
+        "{warned:?}"
+    );
+
+    // The CDN returns: the snapshot is revalidated with If-None-Match and confirmed by a 304.
+    server.reset_counters();
+    server.set_fault(Route::Cdn, Fault::None).await.unwrap();
+    eventually("a 304 for the snapshot's ETag", || server.counters(Route::Cdn).not_modified > 0).await;
+    eventually("the snapshot flag to clear", || !h.status().snapshot().from_snapshot).await;
+    assert_eq!(h.engine().metrics().state_loads, 1, "a 304 keeps the snapshot's state");
+    h.close(Duration::from_secs(1)).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_download_stays_encrypted_on_disk() {
+    let dir = scratch("encrypted");
+    let path = dir.join("state.snap");
+    let key = StateKey::from_bytes(KEY);
+    let body = encrypt_state(&key, [3; 12], &payload());
+    let server = FakeConfidence::start().await.unwrap();
+    server.set_state(secret_digest(FIXTURE_SECRET), body.clone(), "\"e1\"");
+    fill_snapshot(&server, &path, Some(key.clone())).await;
+    let file = std::fs::read(&path).unwrap();
+    let saved = snapshot::decode(&file, &snapshot::secret_digest(FIXTURE_SECRET), true).unwrap();
+    assert_eq!(saved.body, body, "exactly as downloaded");
+    let account = fixture_account();
+    assert!(!file.windows(account.len()).any(|w| w == account.as_bytes()), "no plaintext on disk");
+    assert!(payload().windows(account.len()).any(|w| w == account.as_bytes()), "the check can fail");
+
+    // A provider without the key must not use it.
+    server.set_fault(Route::Cdn, Fault::Status(503)).await.unwrap();
+    let h = host(config(&server, &path, None));
+    h.start().unwrap();
+    assert!(h.wait_ready(Duration::from_millis(300)).await.is_err());
+    let warned = warnings(&h);
+    assert!(warned.iter().any(|w| w.contains("ignoring the state snapshot") && w.contains("encrypted")), "{warned:?}");
+    h.close(Duration::from_secs(1)).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_truncated_foreign_and_garbage_snapshots_are_ignored_with_a_warning() {
+    let dir = scratch("bad");
+    let good_path = dir.join("good.snap");
+    let server = FakeConfidence::start().await.unwrap();
+    server.set_state(secret_digest(FIXTURE_SECRET), payload(), "\"v1\"");
+    fill_snapshot(&server, &good_path, None).await;
+    let good = std::fs::read(&good_path).unwrap();
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 1;
+    let foreign = snapshot::encode(
+        &snapshot::secret_digest("another-secret"),
+        &Snapshot { body: payload(), etag: None, encrypted: false },
+    );
+    // A snapshot whose checksum holds but whose body is not a state.
+    let not_a_state = snapshot::encode(
+        &snapshot::secret_digest(FIXTURE_SECRET),
+        &Snapshot { body: vec![0xff; 64], etag: None, encrypted: false },
+    );
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("truncated", good[..good.len() - 10].to_vec(), "truncated"),
+        ("flipped", flipped, "corrupt"),
+        ("foreign", foreign, "another client secret"),
+        ("garbage", b"definitely not a snapshot".to_vec(), "not a snapshot"),
+        ("not a state", not_a_state, "decode"),
+    ];
+    server.set_fault(Route::Cdn, Fault::Status(503)).await.unwrap();
+    for (name, bytes, reason) in cases {
+        let path = dir.join(format!("{name}.snap"));
+        std::fs::write(&path, &bytes).unwrap();
+        let h = host(config(&server, &path, None));
+        h.start().unwrap();
+        let err = h.wait_ready(Duration::from_millis(200)).await.expect_err(name);
+        assert!(err.to_string().contains("503"), "{name}: the CDN failure is the error: {err}");
+        assert!(matches!(resolves(&h), Err(EngineError::NotReady)), "{name}: nothing was loaded");
+        let warned = warnings(&h);
+        assert!(
+            warned.iter().any(|w| w.contains("ignoring the state snapshot") && w.contains(reason)),
+            "{name}: {warned:?}"
+        );
+        h.close(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}: an ignored snapshot is left as it was");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_file_is_an_initial_state_and_its_etag_is_revalidated() {
+    let dir = scratch("initial");
+    let path = dir.join("state.snap");
+    let server = FakeConfidence::start().await.unwrap();
+    server.set_state(secret_digest(FIXTURE_SECRET), payload(), "\"v1\"");
+    fill_snapshot(&server, &path, None).await;
+    server.reset_counters();
+
+    let baked = std::fs::read(&path).unwrap();
+    let h = host(HostConfig { initial_state: Some(baked), snapshot_path: None, ..config(&server, &path, None) });
+    assert!(resolves(&h).unwrap() > 0, "ready before any network");
+    h.start().unwrap();
+    h.wait_ready(Duration::from_secs(1)).await.unwrap();
+    eventually("a 304 for the baked snapshot", || server.counters(Route::Cdn).not_modified > 0).await;
+    assert_eq!(h.engine().metrics().state_loads, 1);
+    h.close(Duration::from_secs(1)).await.unwrap();
+
+    // Another client's snapshot is refused loudly: it is configuration, not a cache.
+    let foreign = snapshot::encode(
+        &snapshot::secret_digest("other"),
+        &Snapshot { body: payload(), etag: None, encrypted: false },
+    );
+    let engine: Arc<dyn Engine> = Arc::new(NativeEngine::new(NativeEngineConfig::default()).unwrap());
+    let err = ResolverHost::new(engine, HostConfig { initial_state: Some(foreign), ..config(&server, &path, None) })
+        .err()
+        .expect("a foreign initial state");
+    assert!(err.to_string().contains("another client secret"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_written_costs_a_warning_not_the_state() {
+    let dir = scratch("unwritable");
+    let path = dir.join("missing-dir").join("state.snap");
+    let server = FakeConfidence::start().await.unwrap();
+    server.set_state(secret_digest(FIXTURE_SECRET), payload(), "\"v1\"");
+    let h = host(config(&server, &path, None));
+    h.start().unwrap();
+    h.wait_ready(Duration::from_secs(5)).await.unwrap();
+    assert!(resolves(&h).unwrap() > 0);
+    let warned = warnings(&h);
+    assert!(warned.iter().any(|w| w.contains("cannot write the state snapshot")), "{warned:?}");
+    h.close(Duration::from_secs(1)).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cdn_state_arriving_first_wins_over_the_snapshot() {
+    let dir = scratch("race");
+    let path = dir.join("state.snap");
+    let server = FakeConfidence::start().await.unwrap();
+    server.set_state(secret_digest(FIXTURE_SECRET), payload(), "\"v1\"");
+    fill_snapshot(&server, &path, None).await;
+    server.set_state(secret_digest(FIXTURE_SECRET), payload(), "\"v2\"");
+    // Slow but within the timeout: the download, not the snapshot, is in force.
+    server.set_fault(Route::Cdn, Fault::FailNext(1, Box::new(Fault::Slow(Duration::from_millis(300))))).await.unwrap();
+    let h = host(config(&server, &path, None));
+    h.start().unwrap();
+    h.wait_ready(Duration::from_secs(3)).await.unwrap();
+    let status = h.status().snapshot();
+    assert!(!status.from_snapshot);
+    assert_eq!(status.etag.as_deref(), Some("\"v2\""));
+    assert!(warnings(&h).is_empty());
+    h.close(Duration::from_secs(1)).await.unwrap();
+    let saved =
+        snapshot::decode(&std::fs::read(&path).unwrap(), &snapshot::secret_digest(FIXTURE_SECRET), false).unwrap();
+    assert_eq!(saved.etag.as_deref(), Some("\"v2\""), "the newer download replaced the snapshot");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

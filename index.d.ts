@@ -15,8 +15,8 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare class NativeResolver {
   /**
-   * Construction errors (bad options, a module that is not a resolver) throw with code
-   * `InvalidArg`: napi's constructors only carry its own status codes.
+   * Construction errors throw with their code: `INVALID_OPTION` naming the option, or
+   * `INVALID_MODULE` for a `wasmPath` that is not a resolver.
    */
   constructor(options: NativeOptions)
   /**
@@ -94,82 +94,19 @@ export declare class NativeResolver {
 }
 
 /**
- * A resolver state from a JSON description of flags (camelCase keys), encoded as the CDN
- * serves it unencrypted: pass it as `initialState` of an offline provider.
- *
- * ```text
- * {
- *   clientSecret?: string            // default "test-client-secret"
- *   accountId?: string               // default "test-account"
- *   flags?: { [name: string]: {      // name: lowercase letters, digits, '-' (a resource id)
- *     variants?: { [id: string]: object }  // each variant's value (ids: like flag names)
- *     schema?: { [field: string]: "boolean" | "string" | "integer" | "number" | "object" | "list" | {nested} }
- *                                     // default: inferred from the variants (union of their fields)
- *     rules?: Rule[]                  // first match wins; no match: the caller's default value
- *     archived?: boolean              // archived flags are never resolved
- *     description?: string
- *   } }
- * }
- * Rule = {
- *   name?: string                     // default "rule-<index>"
- *   variant?: string                  // everyone matched gets this variant, or
- *   split?: { [variant: string]: number }  // relative weights, bucketed by the targeting key
- *   when?: Condition                  // default: everyone
- *   rollout?: number                  // (0, 1]: share of units admitted (needs a targeting key)
- *   targetingKey?: string             // context path of the unit, default "targeting_key"
- *   sticky?: string                   // materialization keeping assignments sticky
- * }
- * Condition = { attribute: "a.b", equals: string | number | boolean }
- *   | { attribute, in: [scalars of one type] }
- *   | { attribute, gt?, gte?, lt?, lte?: number }
- *   | { attribute, versionGt?, versionGte?, versionLt?, versionLte?: "1.2.3" }
- *   | { attribute, after?, before?: "2026-01-01T00:00:00Z" }  // exclusive bounds
- *   | { all: Condition[] } | { any: Condition[] } | { not: Condition }
- * ```
- *
- * Conditions mean exactly what Confidence's resolver makes of them: a missing attribute matches
- * no operator, and a numeric condition meeting a context string that is not a number fails the
- * whole resolve.
- *
- * Invalid descriptions throw `INVALID_OPTION` with the path of the problem, e.g.
- * `flags["new-ui"].rules[1].split: unknown variant "blue" (variants: off, on)`.
+ * A resolver state from a JSON description of flags (a `TestStateDescription` of the
+ * package's `/testing` entry), encoded as the CDN serves it unencrypted. Throws
+ * `INVALID_OPTION` naming the path of the problem.
  */
 export declare function buildTestState(descriptionJson: string): Buffer
 
 /**
- * Decodes one uploaded log batch (a serialized `WriteFlagLogsRequest`) into JSON. Resource
- * names stay as on the wire (`flags/<flag>`, `flags/<flag>/variants/<id>`, ...); optional
- * (`?`) fields are left out when empty on the wire; aggregate lists are sorted by name.
- *
- * ```text
- * {
- *   flagAssigned: [{                  // exposures, in the order they were logged
- *     resolveId: string
- *     client?: string, clientCredential?: string
- *     sdk?: { id?: string, customId?: string, version: string }
- *     flags: [{
- *       flag: string
- *       variant?: string, segment?: string   // when a variant was assigned
- *       reason?: string               // otherwise: NO_SEGMENT_MATCH, FLAG_ARCHIVED, ...
- *       targetingKey: string, targetingKeySelector?: string
- *       assignmentId?: string, rule?: string
- *       applyTime?: string            // RFC 3339
- *       fallthroughAssignments: [{ rule, assignmentId, targetingKey, targetingKeySelector? }]
- *     }]
- *   }]
- *   flagResolveInfo: [{ flag, variants: [{ variant?, count }],
- *                       rules: [{ rule, count, assignments: [{ assignmentId, count }] }] }]
- *   clientResolveInfo: [{ client, clientCredential,
- *                         schemas: [{ fields: { [path]: "STRING_KIND" | ... },
- *                                     semanticTypes: { [path]: "country" | "date" | ... } }] }]
- *   telemetry?: { resolverVersion, memoryBytes, sdk?, resolveLatency?: { count, sum },
- *                 resolveRate: [{ reason, count }] }
- * }
- * ```
+ * One uploaded log batch (a serialized `WriteFlagLogsRequest`) as JSON: the `FlagLogs` of the
+ * package's `/testing` entry. Throws `INVALID_OPTION` for anything else.
  */
 export declare function decodeFlagLogs(batch: Buffer): string
 
-/** The demo's state (`npm run demo`), encoded like [`build_test_state`]'s. */
+/** The demo's state (`npm run demo`), encoded like `buildTestState`'s. */
 export declare function demoState(): Buffer
 
 /**

@@ -3,9 +3,10 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
 
+import { ourWasm } from './support/fixtures.mjs';
+
 const require = createRequire(import.meta.url);
 const addon = require('../index.js');
-const ourWasm = new URL('../wasm/confidence_resolver.wasm', import.meta.url);
 
 test('the addon names the resolver crate it pins', () => {
   assert.equal(addon.resolverCrateVersion(), '0.26.1');

@@ -11,10 +11,11 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { ErrorCode, OpenFeature, ProviderStatus } from '@openfeature/server-sdk';
-import { ConfidenceServerProviderLocal } from 'confidence-openfeature-provider';
 
 import { startFakeConfidence } from './support/fake-confidence.mjs';
-import { clientFor, encryptedState, encryptionKey, secret, until } from './support/provider.mjs';
+import { encryptedState, encryptionKey, secret } from './support/fixtures.mjs';
+import { clientFor, fakeProvider } from './support/provider.mjs';
+import { until } from './support/wait.mjs';
 
 let fake;
 let dir;
@@ -39,23 +40,11 @@ function recordingLogger() {
   return { lines, logger: { error: keep('error'), warn: keep('warn'), info: keep('info'), debug: keep('debug') } };
 }
 
-const provider = (extra = {}) =>
-  new ConfidenceServerProviderLocal({
-    flagClientSecret: secret,
-    encryptionKey,
-    cdnBaseUrl: fake.baseUrl,
-    apiBaseUrl: fake.baseUrl,
-    stateUpdateInterval: 1000,
-    flushInterval: 1000,
-    initializeTimeout: 5000,
-    ...extra,
-  });
-
 const visitor = { visitor_id: 'tutorial_visitor' };
 
 test('snapshotPath: saved after a download, served during an outage at start, then revalidated', async () => {
   const snapshotPath = join(dir, 'state.snap');
-  const first = provider({ snapshotPath });
+  const first = fakeProvider(fake, { snapshotPath });
   await clientFor(first);
   const saved = readFileSync(snapshotPath);
   assert.equal(saved.subarray(0, 8).toString('latin1'), 'CFSNAP01');
@@ -65,7 +54,7 @@ test('snapshotPath: saved after a download, served during an outage at start, th
 
   await fake.setFault('cdn', { type: 'status', code: 503 });
   const { lines, logger } = recordingLogger();
-  const second = provider({ snapshotPath, initializeTimeout: 500, logger });
+  const second = fakeProvider(fake, { snapshotPath, initializeTimeout: 500, logger });
   const client = await clientFor(second);
   assert.equal(client.providerStatus, ProviderStatus.READY);
   const details = await client.getStringDetails('tutorial-feature.title', 'fallback', visitor);
@@ -93,7 +82,7 @@ test('snapshotPath: a corrupt snapshot is ignored with a warning and initialize 
   writeFileSync(snapshotPath, Buffer.concat([Buffer.from('CFSNAP01'), Buffer.alloc(40, 7)]));
   await fake.setFault('cdn', { type: 'status', code: 503 });
   const { lines, logger } = recordingLogger();
-  const p = provider({ snapshotPath, initializeTimeout: 300, logger });
+  const p = fakeProvider(fake, { snapshotPath, initializeTimeout: 300, logger });
   await assert.rejects(OpenFeature.setProviderAndWait('corrupt-snapshot', p), /503/);
   assert.ok(
     lines.some((l) => l.startsWith('warn: ignoring the state snapshot') && l.includes('truncated')),
@@ -107,15 +96,20 @@ test('snapshotPath: a corrupt snapshot is ignored with a warning and initialize 
 
 test('initialState accepts a snapshot file, so a snapshot can be baked into an image', async () => {
   const snapshotPath = join(dir, 'baked.snap');
-  const writer = provider({ snapshotPath });
+  const writer = fakeProvider(fake, { snapshotPath });
   await clientFor(writer);
   await writer.onClose();
-  const offline = provider({ offline: true, initialState: readFileSync(snapshotPath) });
+  const offline = fakeProvider(fake, { offline: true, initialState: readFileSync(snapshotPath) });
   const client = await clientFor(offline);
   assert.equal(await client.getStringValue('tutorial-feature.title', 'fallback', visitor), 'Welcome to Confidence!');
   await offline.onClose();
   assert.throws(
-    () => provider({ flagClientSecret: 'another-secret', offline: true, initialState: readFileSync(snapshotPath) }),
+    () =>
+      fakeProvider(fake, {
+        flagClientSecret: 'another-secret',
+        offline: true,
+        initialState: readFileSync(snapshotPath),
+      }),
     (e) => e instanceof TypeError && /initialState: .*another client secret/.test(e.message),
   );
 });
@@ -151,7 +145,7 @@ async function startProxy(upstreamPort) {
 test('proxy: the state and the logs go through the configured proxy', async () => {
   const port = Number(new URL(fake.baseUrl).port);
   const proxy = await startProxy(port);
-  const p = provider({ proxy: proxy.url, userAgent: 'hardening-test/1.0' });
+  const p = fakeProvider(fake, { proxy: proxy.url, userAgent: 'hardening-test/1.0' });
   const client = await clientFor(p);
   assert.equal(await client.getStringValue('tutorial-feature.title', 'fallback', visitor), 'Welcome to Confidence!');
   await p.onClose();
@@ -170,13 +164,13 @@ test('proxy: the state and the logs go through the configured proxy', async () =
 });
 
 test('network options are validated at construction', () => {
-  assert.throws(() => provider({ caCertificates: 'not pem' }), /caCertificates\[0\] must be PEM/);
+  assert.throws(() => fakeProvider(fake, { caCertificates: 'not pem' }), /caCertificates\[0\] must be PEM/);
   assert.throws(
-    () => provider({ proxy: 'socks9://user:hunter2@proxy:1080' }),
+    () => fakeProvider(fake, { proxy: 'socks9://user:hunter2@proxy:1080' }),
     (e) => e instanceof TypeError && /unsupported proxy scheme/.test(e.message) && !e.message.includes('hunter2'),
   );
-  assert.throws(() => provider({ connectTimeout: 0 }), RangeError);
-  assert.throws(() => provider({ snapshotPath: '' }), /snapshotPath must be a non-empty string/);
+  assert.throws(() => fakeProvider(fake, { connectTimeout: 0 }), RangeError);
+  assert.throws(() => fakeProvider(fake, { snapshotPath: '' }), /snapshotPath must be a non-empty string/);
 });
 
 test('the client secret appears in no log line, error, status or metric, even when everything fails', async () => {
@@ -184,7 +178,7 @@ test('the client secret appears in no log line, error, status or metric, even wh
   await fake.setFault('logs', { type: 'status', code: 500 });
   const { lines, logger } = recordingLogger();
   const snapshotPath = join(dir, 'missing', 'dir', 'state.snap');
-  const p = provider({ logger, initializeTimeout: 300, snapshotPath, requestTimeout: 500 });
+  const p = fakeProvider(fake, { logger, initializeTimeout: 300, snapshotPath, requestTimeout: 500 });
   const failure = await OpenFeature.setProviderAndWait('secretless', p).catch((e) => e);
   assert.ok(failure instanceof Error);
   const client = OpenFeature.getClient('secretless');

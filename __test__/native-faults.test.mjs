@@ -13,19 +13,22 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 
 import { startFakeConfidence } from './support/fake-confidence.mjs';
-import { officialWasm } from './support/provider.mjs';
+import {
+  clientResolverState,
+  encryptedState,
+  encryptionKey,
+  officialWasm,
+  ourWasm,
+  plainState,
+  secret,
+} from './support/fixtures.mjs';
+import { fakeNativeOptions, flagAssigned, metric } from './support/provider.mjs';
+import { sleep, until, within } from './support/wait.mjs';
 
 const require = createRequire(import.meta.url);
 const { NativeResolver } = require('../index.js');
-
-const fixtures = fileURLToPath(new URL('../fixtures/', import.meta.url));
-const secret = 'mkjJruAATQWjeY7foFIWfVAcBWnci2YF';
-const encryptionKey = readFileSync(`${fixtures}encryption_key_test.hex`, 'utf8').trim();
-const ourWasm = fileURLToPath(new URL('../wasm/confidence_resolver.wasm', import.meta.url));
 // [name, wasmPath, skip]: no wasmPath = the native engine (the crate linked into the addon).
 const official = officialWasm();
 const modules = [
@@ -37,18 +40,6 @@ const modules = [
 // ---------------------------------------------------------------------------------------------
 // States as the CDN serves them (docs/state-cdn.md, "Payload and encryption")
 
-const varint = (n) => {
-  const out = [];
-  for (; n > 0x7f; n = Math.floor(n / 0x80)) out.push((n & 0x7f) | 0x80);
-  out.push(n);
-  return Buffer.from(out);
-};
-const lengthDelimited = (tag, bytes) => Buffer.concat([Buffer.from([tag]), varint(bytes.length), bytes]);
-
-/** `ClientResolverState{state = 1, account = 2}` (docs/wire-format.md, "Resolver state"). */
-const clientResolverState = (state, account) =>
-  Buffer.concat([lengthDelimited(0x0a, state), lengthDelimited(0x12, Buffer.from(account))]);
-
 /** AES-256-GCM, no associated data: nonce (12) ‖ ciphertext ‖ tag (16). */
 function encrypt(key, plain) {
   const nonce = randomBytes(12);
@@ -59,88 +50,16 @@ function encrypt(key, plain) {
 
 // A: the encrypted fixture (account `confidence-test`). B: the same flags for account
 // `confidence-demo-june`, whose bucketing salt moves some visitors to other variants.
-const stateA = readFileSync(`${fixtures}resolver_state_encrypted.pb`);
-const plainB = clientResolverState(readFileSync(`${fixtures}resolver_state_current.pb`), 'confidence-demo-june');
+const stateA = readFileSync(encryptedState);
+const plainB = clientResolverState(readFileSync(plainState), 'confidence-demo-june');
 const stateB = encrypt(Buffer.from(encryptionKey, 'hex'), plainB);
 const stateBWithTheWrongKey = encrypt(randomBytes(32), plainB);
 
 // ---------------------------------------------------------------------------------------------
-// Logs as the server received them (docs/wire-format.md, "Log upload messages" and "Events")
-
-/** The fields of one protobuf message as [number, value]; length-delimited values as Buffers. */
-function* fields(buf) {
-  let i = 0;
-  const varintAt = () => {
-    let n = 0;
-    for (let shift = 1; ; shift *= 0x80) {
-      if (i >= buf.length) throw new Error('truncated varint');
-      const b = buf[i++];
-      n += (b & 0x7f) * shift;
-      if (!(b & 0x80)) return n;
-    }
-  };
-  while (i < buf.length) {
-    const tag = varintAt();
-    const [number, wire] = [Math.floor(tag / 8), tag & 7];
-    if (wire === 0) yield [number, varintAt()];
-    else if (wire === 2) {
-      const len = varintAt();
-      if (i + len > buf.length) throw new Error('truncated field');
-      yield [number, buf.subarray(i, i + len)];
-      i += len;
-    } else if (wire === 1) i += 8;
-    else if (wire === 5) i += 4;
-    else throw new Error(`wire type ${wire}`);
-  }
-}
-
-/** Every `FlagAssigned` of every accepted upload: resolve id (10) and applied flag names (15 → 1). */
-function assignments(logs) {
-  const out = [];
-  for (const log of logs) {
-    for (const [number, assigned] of fields(Buffer.from(log.body, 'base64'))) {
-      if (number !== 1) continue;
-      let resolveId = '';
-      const flags = [];
-      for (const [n, v] of fields(assigned)) {
-        if (n === 10) resolveId = v.toString();
-        if (n === 15) for (const [m, f] of fields(v)) if (m === 1) flags.push(f.toString());
-      }
-      out.push([resolveId, flags.sort()]);
-    }
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** Bounds an await: a hung promise fails its test instead of stalling the run. */
-async function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls `cond` until it holds, checking `meanwhile` on every round; fails after `ms`. */
-async function until(ms, what, cond, meanwhile = () => {}) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    meanwhile();
-    if (await cond()) return;
-    assert.ok(Date.now() < deadline, `timed out after ${ms} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
-/** A host counter from the Prometheus text. */
-const metric = (r, name) => Number(r.metrics().match(new RegExp(`^${name} (\\S+)$`, 'm'))?.[1]);
+/** Every exposure the server accepted: resolve id and the applied flag names, sorted. */
+const assignments = (logs) => flagAssigned(logs).map((a) => [a.resolveId, a.flags.map((f) => f.flag).sort()]);
 
 const probes = [...Array.from({ length: 40 }, (_, i) => ({ visitor_id: `v${i}` })), { visitor_id: 'tutorial_visitor' }];
 
@@ -159,16 +78,8 @@ const answers = (r) =>
       .sort((a, b) => a.flag.localeCompare(b.flag)),
   );
 
-const options = (fake, wasmPath, extra = {}) => ({
-  flagClientSecret: secret,
-  encryptionKey,
-  wasmPath,
-  cdnBaseUrl: fake.baseUrl,
-  apiBaseUrl: fake.baseUrl,
-  stateUpdateIntervalMs: 150,
-  flushIntervalMs: 150,
-  ...extra,
-});
+const options = (fake, wasmPath, extra = {}) =>
+  fakeNativeOptions(fake, { wasmPath, stateUpdateIntervalMs: 150, flushIntervalMs: 150, ...extra });
 
 /** A fake serving state A and a resolver on it, both torn down after the test. */
 async function started(t, wasmPath, extra) {
@@ -230,7 +141,14 @@ async function cdnFault(t, wasmPath, { fault, broken, error, retried, extra, wai
   if (fault) await fake.setFault('cdn', fault);
   await fake.setStateBytes(secret, broken ?? stateB, broken ? '"broken"' : '"b"');
   const lastGoodState = () => assert.deepEqual(answers(r), answersA, 'the last good state keeps answering');
-  await until(waitMs, 'the failure to be recorded', () => r.status().failures > healthy.failures, lastGoodState);
+  await until(
+    'the failure to be recorded',
+    () => {
+      lastGoodState();
+      return r.status().failures > healthy.failures;
+    },
+    waitMs,
+  );
   const failing = r.status();
   assert.match(failing.lastError, error);
   assert.equal(failing.ready, true);
@@ -239,7 +157,8 @@ async function cdnFault(t, wasmPath, { fault, broken, error, retried, extra, wai
   assert.ok(metric(r, 'confidence_state_failures_total') >= 1);
   assert.ok((await fake.counters()).cdn.faults_injected >= (fault ? 1 : 0));
   if (retried) {
-    // Retries back off (to the poll interval here): no tight loop against a failing CDN.
+    // Retries back off (to the poll interval here): no tight loop against a failing CDN. A fixed
+    // window on purpose: the requests in it are counted.
     const before = (await fake.counters()).cdn.requests;
     await sleep(1000);
     const sent = (await fake.counters()).cdn.requests - before;
@@ -249,7 +168,7 @@ async function cdnFault(t, wasmPath, { fault, broken, error, retried, extra, wai
 
   if (fault) await fake.setFault('cdn', 'none');
   if (broken) await fake.setStateBytes(secret, stateB, '"b"');
-  await until(waitMs, 'the new state', () => r.status().etag === '"b"');
+  await until('the new state', () => r.status().etag === '"b"', waitMs);
   assert.deepEqual(answers(r), answersB);
   const healed = r.status();
   assert.equal(healed.consecutiveFailures, 0);
@@ -269,12 +188,13 @@ async function downAtStart(t, wasmPath) {
       () => false,
       () => true,
     );
-  await until(2000, 'the server to refuse connections', refused);
+  await until('the server to refuse connections', refused, 2000);
   const r = new NativeResolver(options(fake, wasmPath));
   t.after(() => within(5000, r.close(500), 'close after the test').catch(() => {}));
 
   await assert.rejects(within(5000, r.initialize(500), 'initialize'), (e) => {
-    assert.match(e.message, /^NOT_READY: .*network error/);
+    assert.equal(e.code, 'NOT_READY');
+    assert.match(e.message, /network error/);
     return true;
   });
   assert.throws(
@@ -286,10 +206,10 @@ async function downAtStart(t, wasmPath) {
   assert.ok(down.failures >= 1);
   assert.match(down.lastError, /network error/);
 
-  await until(10_000, 'the server to come back and the state to load', () => r.status().ready);
+  await until('the server to come back and the state to load', () => r.status().ready, 10_000);
   assert.deepEqual(answers(r), answersA);
   await fake.setStateBytes(secret, stateB, '"b"');
-  await until(5000, 'the new state', () => r.status().etag === '"b"');
+  await until('the new state', () => r.status().etag === '"b"', 5000);
   assert.deepEqual(answers(r), answersB);
   assert.equal(r.status().consecutiveFailures, 0);
   await within(5000, r.close(3000), 'close');
@@ -306,9 +226,16 @@ async function closeWhileRequestsHang(t, wasmPath) {
     const { cdn, logs } = await fake.counters();
     return cdn.faults_injected >= 1 && logs.faults_injected >= 1;
   };
-  await until(5000, 'a poll and an upload to hang', hanging, () => assert.deepEqual(answers(r), answersA));
+  await until(
+    'a poll and an upload to hang',
+    () => {
+      assert.deepEqual(answers(r), answersA);
+      return hanging();
+    },
+    5000,
+  );
   await assert.rejects(within(4000, r.close(1000), 'close'), (e) => {
-    assert.match(e.message, /^TIMEOUT: /);
+    assert.equal(e.code, 'TIMEOUT');
     return true;
   });
 }
@@ -320,10 +247,13 @@ async function closeDuringUpload(t, wasmPath) {
   await fake.setFault('logs', { type: 'slow', ms: 800 });
   const produced = new Set();
   for (let i = 0; i < 10; i++) produced.add(r.resolve([], JSON.stringify({ visitor_id: `c${i}` }), true).resolveId);
-  await until(5000, 'an upload to start', async () => (await fake.counters()).logs.requests >= 1);
+  await until('an upload to start', async () => (await fake.counters()).logs.requests >= 1, 5000);
   await within(5000, r.close(3000), 'close');
-  // Whatever was sent lands within one slow answer, abandoned or not.
-  await sleep(1100);
+  // The fake keeps an upload once its slow answer is due, abandoned or not: wait for every one it received.
+  await until('every upload the fake received to land', async () => {
+    const { logs } = await fake.counters();
+    return (await fake.logs()).length === logs.requests;
+  });
   const ids = assignments(await fake.logs()).map(([id]) => id);
   assert.equal(new Set(ids).size, ids.length, 'no exposure arrived twice');
   assert.deepEqual(new Set(ids), produced);
@@ -346,23 +276,24 @@ async function logOutage(t, wasmPath) {
   const delivered = async () => assignments(await fake.logs());
 
   produce(0, 20);
-  await until(5000, 'the first exposures to arrive', async () => (await delivered()).length === 20);
+  await until('the first exposures to arrive', async () => (await delivered()).length === 20, 5000);
   await fake.setFault('logs', { type: 'status', code: 503 });
   for (let round = 1; round <= 4; round++) {
     if (round === 3) await fake.setFault('logs', 'reset');
     produce(round, 20);
     const failedBefore = (await fake.counters()).logs.faults_injected;
-    await until(8000, 'an upload to fail', async () => (await fake.counters()).logs.faults_injected > failedBefore);
+    await until('an upload to fail', async () => (await fake.counters()).logs.faults_injected > failedBefore, 8000);
   }
   await assert.rejects(within(10_000, r.flush(), 'flush during the outage'), (e) => {
-    assert.match(e.message, /^UPLOAD_FAILED: log upload failed/);
+    assert.equal(e.code, 'UPLOAD_FAILED');
+    assert.match(e.message, /^log upload failed/);
     return true;
   });
   assert.ok(metric(r, 'confidence_log_upload_failures_total') >= 4);
   assert.equal((await delivered()).length, 20, 'nothing was accepted during the outage');
 
   await fake.setFault('logs', 'none');
-  await until(10_000, 'the backlog to arrive', async () => (await delivered()).length >= 100);
+  await until('the backlog to arrive', async () => (await delivered()).length >= 100, 10_000);
   produce(5, 20);
   await within(5000, r.close(3000), 'close');
 

@@ -9,16 +9,12 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { startFakeConfidence } from './support/fake-confidence.mjs';
-import { officialWasm } from './support/provider.mjs';
+import { encryptedState, officialWasm, ourWasm, secret } from './support/fixtures.mjs';
+import { fakeNativeOptions } from './support/provider.mjs';
+import { until } from './support/wait.mjs';
 
 const require = createRequire(import.meta.url);
 const { NativeResolver } = require('../index.js');
-
-const fixtures = fileURLToPath(new URL('../fixtures/', import.meta.url));
-const encryptedState = `${fixtures}resolver_state_encrypted.pb`;
-const encryptionKey = readFileSync(`${fixtures}encryption_key_test.hex`, 'utf8');
-const secret = 'mkjJruAATQWjeY7foFIWfVAcBWnci2YF';
-const wasmPath = fileURLToPath(new URL('../wasm/confidence_resolver.wasm', import.meta.url));
 
 let fake;
 before(async () => {
@@ -27,16 +23,7 @@ before(async () => {
 });
 after(() => fake.stop());
 
-const options = (extra = {}) => ({
-  flagClientSecret: secret,
-  encryptionKey,
-  wasmPath,
-  cdnBaseUrl: fake.baseUrl,
-  apiBaseUrl: fake.baseUrl,
-  stateUpdateIntervalMs: 200,
-  flushIntervalMs: 200,
-  ...extra,
-});
+const options = (extra = {}) => fakeNativeOptions(fake, { wasmPath: ourWasm, ...extra });
 
 test('initializes from the (encrypted) loopback CDN and resolves synchronously', async () => {
   const r = new NativeResolver(options());
@@ -105,13 +92,9 @@ test('every upload reaches the server by close(), with the protocol headers', as
 test('initialize rejects readably while the CDN fails, and the resolver recovers by itself', async () => {
   await fake.setFault('cdn', { type: 'status', code: 503 });
   const r = new NativeResolver(options());
-  await assert.rejects(r.initialize(600), (e) => /^NOT_READY: /.test(e.message) && /503/.test(e.message));
+  await assert.rejects(r.initialize(600), (e) => e.code === 'NOT_READY' && /503/.test(e.message));
   await fake.setFault('cdn', 'none');
-  const deadline = Date.now() + 5000;
-  while (!r.status().ready) {
-    assert.ok(Date.now() < deadline, 'never became ready');
-    await new Promise((res) => setTimeout(res, 50));
-  }
+  await until('the resolver to recover', () => r.status().ready, 5000);
   assert.equal(r.resolve(['flags/fallthrough-test-2'], JSON.stringify({ visitor_id: 'x' }), false).flags.length, 1);
   assert.ok(r.status().failures >= 1);
   await r.close(3000);
@@ -131,8 +114,8 @@ test('bad input is a clear error with a stable code, never a crash', async () =>
   assert.throws(
     () => new NativeResolver(options({ wasmPath: fileURLToPath(import.meta.url) })),
     (e) => {
-      assert.equal(e.code, 'InvalidArg');
-      assert.match(e.message, /not a usable wasm module/);
+      assert.equal(e.code, 'INVALID_MODULE');
+      assert.match(e.message, /^wasmPath: .*not a usable wasm module/);
       return true;
     },
   );
@@ -148,7 +131,7 @@ test('bad input is a clear error with a stable code, never a crash', async () =>
   const ok = new NativeResolver(options({ offline: true, initialState: readFileSync(encryptedState) }));
   assert.throws(
     () => ok.resolve([], '{not json', false),
-    (e) => e.code === 'INVALID_OPTION',
+    (e) => e.code === 'INVALID_CONTEXT',
   );
   assert.throws(
     () => ok.applyFlag(Buffer.from([1, 2, 3]), 'flags/x'),
@@ -164,8 +147,7 @@ test('a process that closes its resolver exits by itself', async () => {
     const r = new NativeResolver(${JSON.stringify(options())});
     r.initialize(5000).then(() => { r.resolve([], '{"visitor_id":"a"}', true); return r.close(3000); })
       .then(() => console.log('closed'), (e) => { console.error(e); process.exit(1); });`;
-  const started = Date.now();
+  // A child kept alive after close is killed at the bound, which fails the test.
   const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { timeout: 15_000 });
   assert.equal(stdout.trim(), 'closed');
-  assert.ok(Date.now() - started < 10_000, 'exited promptly');
 });

@@ -3,18 +3,15 @@
 // and every flag of the client for requests naming none, must give the recorded value, variant,
 // reason and shouldApply; absent flags FLAG_NOT_FOUND; requests with a wrong secret GENERAL.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { ErrorCode, OpenFeature } from '@openfeature/server-sdk';
 import { ConfidenceServerProviderLocal } from 'confidence-openfeature-provider';
 
-import { clientFor, fixtures, plainStateBody } from './support/provider.mjs';
+import { oracleCases, plainStateBody } from './support/fixtures.mjs';
+import { clientFor } from './support/provider.mjs';
 
-const cases = readFileSync(`${fixtures}oracle/resolve_cases.jsonl`, 'utf8')
-  .split('\n')
-  .filter(Boolean)
-  .map((line) => JSON.parse(line));
+const cases = oracleCases();
 
 for (const engine of ['native', 'wasm']) {
   test(`the oracle cases through OpenFeature give the recorded answers (${engine} engine)`, () => replay(engine));

@@ -7,6 +7,8 @@ import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { exitOf } from './support/wait.mjs';
+
 const script = fileURLToPath(new URL('../scripts/soak.mjs', import.meta.url));
 const TIMEOUT_MS = 60_000;
 
@@ -18,10 +20,7 @@ test('a 20 s soak under faults loses no log, keeps RSS flat and exits by itself'
   child.stdout.on('data', (chunk) => {
     out += chunk;
   });
-  const killer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
-  const [code, signal] = await new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])));
-  clearTimeout(killer);
-  assert.equal(signal, null, `the soak did not exit by itself within ${TIMEOUT_MS / 1000} s`);
+  const code = await exitOf(child, TIMEOUT_MS);
   const report = JSON.parse(out.trim().split('\n').at(-1));
   t.diagnostic(JSON.stringify(report));
   assert.deepEqual(report.failures, []);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 
 import { ErrorCode, OpenFeature, ProviderEvents } from '@openfeature/server-sdk';
-import { ConfidenceServerProviderLocal, InMemoryMaterializationStore } from 'confidence-openfeature-provider';
+import { InMemoryMaterializationStore } from 'confidence-openfeature-provider';
 import {
   buildTestState,
   createTestProvider,
@@ -14,7 +14,8 @@ import {
 } from 'confidence-openfeature-provider/testing';
 
 import { startFakeConfidence } from './support/fake-confidence.mjs';
-import { clientFor, recordEvents, until } from './support/provider.mjs';
+import { clientFor, fakeProvider, quietLogger, recordEvents } from './support/provider.mjs';
+import { until } from './support/wait.mjs';
 
 after(() => OpenFeature.close());
 
@@ -132,13 +133,7 @@ test('CONFIGURATION_CHANGED names the flags a new CDN state changed', async () =
       b: { variants: onOff, rules: [{ variant: 'off' }] },
     };
     await serve(v1, '"1"');
-    const provider = new ConfidenceServerProviderLocal({
-      flagClientSecret: secret,
-      cdnBaseUrl: fake.baseUrl,
-      apiBaseUrl: fake.baseUrl,
-      stateUpdateInterval: 1000,
-      logger: { error() {}, warn() {}, info() {}, debug() {} },
-    });
+    const provider = fakeProvider(fake, { flagClientSecret: secret, encryptionKey: undefined, logger: quietLogger });
     const client = await clientFor(provider);
     const seen = recordEvents(client, [ProviderEvents.ConfigurationChanged]);
     assert.equal(await client.getBooleanValue('b.enabled', true, { targetingKey: 'x' }), false);

@@ -95,7 +95,9 @@ fn host_message(e: &HostError) -> String {
     let option = match e {
         HostError::Sync(ConfigError::EmptySecret) => Some("flagClientSecret"),
         HostError::Sync(
-            ConfigError::InvalidBaseUrl { .. } | ConfigError::InsecureBaseUrl { .. } | ConfigError::UnsupportedScheme { .. },
+            ConfigError::InvalidBaseUrl { .. }
+            | ConfigError::InsecureBaseUrl { .. }
+            | ConfigError::UnsupportedScheme { .. },
         ) => Some("cdnBaseUrl"),
         HostError::ApiBaseUrl(_) => Some("apiBaseUrl"),
         HostError::InitialState(_) => Some("initialState"),

@@ -2,7 +2,8 @@
 //! every error leaves through `errors.rs` with a stable code.
 
 mod errors;
-mod testkit;
+// Public so the exports count as used in every build (napi registers them at load time).
+pub mod testkit;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,10 +24,10 @@ use confidence_host::engine::Engine;
 use confidence_host::guest::{self, GuestModule};
 use confidence_host::http::NetConfig;
 use confidence_host::log_upload::UploadConfig;
+use confidence_host::metrics;
 use confidence_host::remote_store::{RemoteStore, StoreError};
 use confidence_host::resolver_host::{HostConfig, ResolverHost};
 use confidence_host::state_sync::SyncConfig;
-use confidence_host::metrics;
 use confidence_proto::json;
 use errors::{BoundaryError, Result};
 
@@ -69,10 +70,7 @@ fn module_for(path: &str) -> std::result::Result<GuestModule, BoundaryError> {
 /// The engine named by the `engine` option. Native is the default without a module: same answers and logs as
 /// the guest (differential suites in `tests/engine_native.rs`), no module to compile at start,
 /// and several times cheaper per evaluation (`npm run bench`).
-fn build_engine(
-    engine: Option<&str>,
-    wasm_path: Option<&str>,
-) -> std::result::Result<Arc<dyn Engine>, BoundaryError> {
+fn build_engine(engine: Option<&str>, wasm_path: Option<&str>) -> std::result::Result<Arc<dyn Engine>, BoundaryError> {
     let default = if wasm_path.is_some() { "wasm" } else { "native" };
     match (engine.unwrap_or(default), wasm_path) {
         ("native", None) => Ok(Arc::new(NativeEngine::new(NativeEngineConfig::default())?)),
@@ -259,10 +257,9 @@ impl NativeResolver {
             sync.cdn_base_url = url;
         }
         if let Some(key) = options.encryption_key {
-            sync.encryption_key =
-                Some(key.parse().map_err(|e: confidence_host::crypto::CryptoError| {
-                    BoundaryError::option("encryptionKey", e.to_string())
-                })?);
+            sync.encryption_key = Some(key.parse().map_err(|e: confidence_host::crypto::CryptoError| {
+                BoundaryError::option("encryptionKey", e.to_string())
+            })?);
         }
         let net = NetConfig {
             connect_timeout: millis(options.connect_timeout_ms.map(|ms| ms.max(1)), 5_000),

@@ -6,9 +6,9 @@ use napi_derive::napi;
 
 use crate::errors::{BoundaryError, Result};
 
-/// A resolver state from a JSON description of flags, encoded as the CDN serves it
-/// unencrypted (the description format: `crates/confidence-testkit/src/description.rs`).
-/// Throws `INVALID_OPTION` naming the path of the problem.
+/// A resolver state from a JSON description of flags (a `TestStateDescription` of the
+/// package's `/testing` entry), encoded as the CDN serves it unencrypted. Throws
+/// `INVALID_OPTION` naming the path of the problem.
 #[napi(catch_unwind)]
 pub fn build_test_state(description_json: String) -> Result<Buffer> {
     let state = confidence_testkit::state_from_description(&description_json).map_err(BoundaryError::Description)?;
@@ -21,8 +21,8 @@ pub fn demo_state() -> Buffer {
     state_builder::demo_state().encode_client_resolver_state().into()
 }
 
-/// One uploaded log batch (a serialized `WriteFlagLogsRequest`) as JSON (the shape:
-/// `crates/confidence-testkit/src/flag_logs.rs`).
+/// One uploaded log batch (a serialized `WriteFlagLogsRequest`) as JSON: the `FlagLogs` of the
+/// package's `/testing` entry. Throws `INVALID_OPTION` for anything else.
 #[napi(catch_unwind)]
 pub fn decode_flag_logs(batch: Buffer) -> Result<String> {
     let logs = confidence_testkit::flag_logs(&batch).map_err(BoundaryError::FlagLogs)?;

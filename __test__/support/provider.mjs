@@ -1,29 +1,41 @@
-// Shared setup for the provider suites: the fixture state served by the loopback fake
-// Confidence, and helpers to drive a provider through the real OpenFeature SDK.
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+// Shared setup for the suites that run the provider (or the native class) against the loopback
+// fake Confidence: one way to build each, and helpers to drive them and read what they sent.
+import { createRequire } from 'node:module';
 
 import { OpenFeature } from '@openfeature/server-sdk';
+import { ConfidenceServerProviderLocal } from 'confidence-openfeature-provider';
 
-export const fixtures = fileURLToPath(new URL('../../fixtures/', import.meta.url));
-export const encryptedState = `${fixtures}resolver_state_encrypted.pb`;
-export const plainState = `${fixtures}resolver_state_current.pb`;
-export const encryptionKey = readFileSync(`${fixtures}encryption_key_test.hex`, 'utf8').trim();
-export const secret = 'mkjJruAATQWjeY7foFIWfVAcBWnci2YF';
+import { encryptionKey, secret } from './fixtures.mjs';
+
+/** A logger that drops everything, for suites that provoke warnings on purpose. */
+export const quietLogger = { error() {}, warn() {}, info() {}, debug() {} };
 
 /**
- * Confidence's released resolver for the differential suites: its path, or the reason a suite
- * skips. With `CONFIDENCE_REQUIRE_OFFICIAL` set (CI, once the binary was fetched) a missing
- * binary is a failure, not a skip.
+ * A provider for the fixture client (encrypted state) on `fake`, polling and flushing every
+ * second; `extra` overrides any option (`encryptionKey: undefined` for unencrypted states).
  */
-export function officialWasm() {
-  const path = process.env.CONFIDENCE_OFFICIAL_WASM;
-  if (path) return { path, skip: false };
-  if (process.env.CONFIDENCE_REQUIRE_OFFICIAL) {
-    throw new Error('CONFIDENCE_REQUIRE_OFFICIAL is set but CONFIDENCE_OFFICIAL_WASM is not');
-  }
-  return { path: undefined, skip: 'CONFIDENCE_OFFICIAL_WASM is not set (node scripts/fetch-official-wasm.mjs)' };
-}
+export const fakeProvider = (fake, extra = {}) =>
+  new ConfidenceServerProviderLocal({
+    flagClientSecret: secret,
+    encryptionKey,
+    cdnBaseUrl: fake.baseUrl,
+    apiBaseUrl: fake.baseUrl,
+    stateUpdateInterval: 1000,
+    flushInterval: 1000,
+    initializeTimeout: 5000,
+    ...extra,
+  });
+
+/** The same for the native class: `NativeOptions` for the fixture client on `fake`. */
+export const fakeNativeOptions = (fake, extra = {}) => ({
+  flagClientSecret: secret,
+  encryptionKey,
+  cdnBaseUrl: fake.baseUrl,
+  apiBaseUrl: fake.baseUrl,
+  stateUpdateIntervalMs: 200,
+  flushIntervalMs: 200,
+  ...extra,
+});
 
 let domains = 0;
 
@@ -35,15 +47,6 @@ export async function clientFor(provider, { wait = true } = {}) {
   return OpenFeature.getClient(domain);
 }
 
-/** Resolves when `cond()` holds; fails with `what` after `ms`. */
-export async function until(what, cond, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 /** Collects the events `client` sees, in order. */
 export function recordEvents(client, events) {
   const seen = [];
@@ -51,19 +54,14 @@ export function recordEvents(client, events) {
   return seen;
 }
 
-/** The oracle's account: it salts the buckets, so the recorded answers hold only with it. */
-export const oracleAccount = readFileSync(`${fixtures}account_id`, 'utf8').trim();
+/** A counter or gauge of the host from the Prometheus text of a provider or a native resolver. */
+export const metric = (source, name) => Number(source.metrics().match(new RegExp(`^${name} (\\S+)$`, 'm'))?.[1]);
 
-/** `ClientResolverState{state = 1, account = 2}` around the plain fixture: a CDN body. */
-export function plainStateBody(account = oracleAccount) {
-  const field = (tag, bytes) => {
-    const len = [];
-    let n = bytes.length;
-    do {
-      len.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
-      n >>>= 7;
-    } while (n > 0);
-    return Buffer.concat([Buffer.from([tag, ...len]), bytes]);
-  };
-  return Buffer.concat([field(0x0a, readFileSync(plainState)), field(0x12, Buffer.from(account))]);
+/**
+ * Every `FlagAssigned` (exposures: `resolveId`, `flags[].flag`, `flags[].targetingKey`, …) in the
+ * uploads the fake accepted, decoded by the addon's `decodeFlagLogs`, in the order they arrived.
+ */
+export function flagAssigned(logs) {
+  const { decodeFlagLogs } = createRequire(import.meta.url)('confidence-openfeature-provider/native');
+  return logs.flatMap((log) => JSON.parse(decodeFlagLogs(Buffer.from(log.body, 'base64'))).flagAssigned);
 }

@@ -10,7 +10,15 @@ export function buildFloor() {
   const started = performance.now();
   const r = spawnSync(
     'cargo',
-    ['bench', '-p', 'confidence-host', '--bench', 'crate_floor', '--no-run', '--message-format=json-render-diagnostics'],
+    [
+      'bench',
+      '-p',
+      'confidence-host',
+      '--bench',
+      'crate_floor',
+      '--no-run',
+      '--message-format=json-render-diagnostics',
+    ],
     {
       cwd: root,
       encoding: 'utf8',

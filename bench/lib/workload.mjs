@@ -8,8 +8,7 @@ import { buildTestState } from 'confidence-openfeature-provider/testing';
 import { encodeClientResolverState } from './proto.mjs';
 
 export const root = fileURLToPath(new URL('../../', import.meta.url));
-export const fixtures =
-  process.env.CONFIDENCE_FIXTURES ?? fileURLToPath(new URL('../../fixtures/', import.meta.url));
+export const fixtures = process.env.CONFIDENCE_FIXTURES ?? fileURLToPath(new URL('../../fixtures/', import.meta.url));
 export const tmpDir = `${root}bench/results/tmp/`;
 
 export const FIXTURE_SECRET = 'mkjJruAATQWjeY7foFIWfVAcBWnci2YF';

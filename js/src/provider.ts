@@ -33,19 +33,15 @@ import {
   toWriteOps,
 } from './materialization';
 import {
-  binding,
-  bundledWasmPath,
   type NativeResolvedFlag,
   type NativeResolveResult,
   type NativeResolver,
   type NativeResolveStep,
   nativeError,
+  nativeResolverFactory,
 } from './native';
-import { type ProviderOptions, type ResolvedOptions, resolveOptions } from './options';
+import { nativeOptions, type ProviderOptions, type ResolvedOptions, resolveOptions } from './options';
 import { StateWatcher } from './state_watch';
-
-/** Version reported to Confidence in every log batch. */
-const SDK_VERSION: string = require('../../package.json').version;
 
 /** A flag as answered by a bulk `resolve`, in Confidence's own terms. */
 export interface BundledFlag {
@@ -105,40 +101,13 @@ export class ConfidenceServerProviderLocal implements Provider {
     this.options = resolveOptions(options);
     this.logger = this.options.logger;
     const o = this.options;
+    // Outside the try: an addon that fails to load is not an option error.
+    const createNative = nativeResolverFactory();
     try {
-      this.native = new binding.NativeResolver({
-        flagClientSecret: o.flagClientSecret,
-        engine: o.engine,
-        wasmPath: o.engine === 'wasm' ? (o.wasmPath ?? bundledWasmPath) : undefined,
-        encryptionKey: o.encryptionKey,
-        cdnBaseUrl: o.cdnBaseUrl,
-        apiBaseUrl: o.apiBaseUrl,
-        stateUpdateIntervalMs: o.stateUpdateInterval,
-        flushIntervalMs: o.flushInterval,
-        initialState: o.initialState
-          ? Buffer.from(o.initialState.buffer, o.initialState.byteOffset, o.initialState.byteLength)
-          : undefined,
-        offline: o.offline,
-        disableLogUpload: o.disableLogUpload,
-        requestTimeoutMs: o.requestTimeout,
-        snapshotPath: o.snapshotPath,
-        connectTimeoutMs: o.connectTimeout,
-        readTimeoutMs: o.readTimeout,
-        proxy: o.proxy,
-        caCertificates: o.caCertificates,
-        userAgent: o.userAgent,
-        enableApplyDedup: o.enableApplyDedup,
-        disableExposureCollection: o.disableExposureCollection,
-        sdkVersion: SDK_VERSION,
-      });
+      this.native = createNative(nativeOptions(o));
     } catch (e) {
-      const { message } = nativeError(e);
-      const option = /wasm|module/i.test(message)
-        ? 'wasmPath'
-        : /initial state/i.test(message)
-          ? 'initialState'
-          : undefined;
-      throw new TypeError(option ? `${option}: ${message}` : message, { cause: e });
+      // The native message starts with the option it is about.
+      throw new TypeError(nativeError(e).message, { cause: e });
     }
     this.store =
       o.materializationStore === 'CONFIDENCE_REMOTE_STORE'
@@ -473,7 +442,7 @@ function classify(e: unknown): { errorCode: ErrorCode; message: string } {
   switch (code) {
     case 'NOT_READY':
       return { errorCode: ErrorCode.PROVIDER_NOT_READY, message: 'no flag state loaded yet' };
-    case 'INVALID_OPTION':
+    case 'INVALID_CONTEXT':
       return { errorCode: ErrorCode.INVALID_CONTEXT, message };
     default:
       return { errorCode: ErrorCode.GENERAL, message };

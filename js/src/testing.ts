@@ -63,7 +63,7 @@ export interface TestStateDescription {
 /** A resolver state for `initialState`; throws a TypeError naming the bad part of `description`. */
 export function buildTestState(description: TestStateDescription): Buffer {
   try {
-    return binding.buildTestState(JSON.stringify(description));
+    return binding().buildTestState(JSON.stringify(description));
   } catch (e) {
     throw new TypeError(e instanceof Error ? e.message : String(e), { cause: e });
   }
@@ -71,7 +71,7 @@ export function buildTestState(description: TestStateDescription): Buffer {
 
 /** The state `npm run demo` resolves (flags `new-ui`, `welcome-message`, `max-items`, `checkout`, …). */
 export function demoState(): Buffer {
-  return binding.demoState();
+  return binding().demoState();
 }
 
 export type TestProviderOptions = Omit<ProviderOptions, 'flagClientSecret' | 'initialState' | 'offline'>;
@@ -138,7 +138,7 @@ function nativeOf(provider: ConfidenceServerProviderLocal) {
  */
 export async function takeFlagLogs(provider: ConfidenceServerProviderLocal): Promise<FlagLogs[]> {
   const batches = await nativeOf(provider).takeLogs();
-  return batches.map((b) => JSON.parse(binding.decodeFlagLogs(b)) as FlagLogs);
+  return batches.map((b) => JSON.parse(binding().decodeFlagLogs(b)) as FlagLogs);
 }
 
 /** The exposures among `takeFlagLogs`, flattened in the order they were logged. */

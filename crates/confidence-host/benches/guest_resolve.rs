@@ -27,7 +27,7 @@ const DISTINCT_KEYS: usize = 100_000;
 const FLUSH_EVERY: usize = 1_000;
 
 fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures"))
+    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures")).to_path_buf()
 }
 
 fn value(kind: Kind) -> Value {
@@ -170,11 +170,11 @@ fn main() {
     let ours_path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../wasm/confidence_resolver.wasm"));
     let official_path = std::env::var_os("CONFIDENCE_OFFICIAL_WASM").map(std::path::PathBuf::from);
 
-    let mut contenders = vec![Contender::guest("ours", &ours_path, &reqs)];
+    let mut contenders = vec![Contender::guest("ours", ours_path, &reqs)];
     if let Some(p) = official_path.as_deref() {
         contenders.push(Contender::guest("official", p, &reqs));
     }
-    let wasm_engine = WasmEngine::new(read_module(&ours_path), WasmEngineConfig { pool_size: 1, ..Default::default() });
+    let wasm_engine = WasmEngine::new(read_module(ours_path), WasmEngineConfig { pool_size: 1, ..Default::default() });
     contenders.push(Contender::engine("wasm_engine", Box::new(wasm_engine.expect("wasm engine")), reqs.clone()));
     for (name, defer_resolve_log) in [("native", false), ("native_deferred", true)] {
         let config = NativeEngineConfig { defer_resolve_log, ..Default::default() };

@@ -113,8 +113,8 @@ impl NetConfig {
             }
         }
         for (i, pem) in self.extra_ca_pem.iter().enumerate() {
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|_| NetError::CaNotPem { bundle: i + 1 })?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|_| NetError::CaNotPem { bundle: i + 1 })?;
             if certs.is_empty() {
                 return Err(NetError::CaEmpty { bundle: i + 1 });
             }

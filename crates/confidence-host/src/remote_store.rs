@@ -56,8 +56,8 @@ impl RemoteStore {
     pub fn new(api_base_url: &str, client_secret: &str, net: &NetConfig) -> Result<Self, StoreError> {
         let base = reqwest::Url::parse(api_base_url).map_err(|e| StoreError::BaseUrl(e.to_string()))?;
         let client = http::client(&base, net)?;
-        let authorization = HeaderValue::from_str(&format!("ClientSecret {client_secret}"))
-            .map_err(|_| StoreError::Secret)?;
+        let authorization =
+            HeaderValue::from_str(&format!("ClientSecret {client_secret}")).map_err(|_| StoreError::Secret)?;
         let root = api_base_url.trim_end_matches('/');
         Ok(RemoteStore {
             client,

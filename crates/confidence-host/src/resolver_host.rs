@@ -19,7 +19,8 @@ use crate::log_upload::{LogUploader, UploadConfig, UploadError};
 use crate::notices::{Level, Notices};
 use crate::snapshot::{self, Snapshot};
 use crate::state_sync::{
-    decode_body, ConfigError, run_sync_loop, FirstStateError, StateFetcher, StateSink, StateUpdate, SyncConfig, SyncStatus,
+    decode_body, run_sync_loop, ConfigError, FirstStateError, StateFetcher, StateSink, StateUpdate, SyncConfig,
+    SyncStatus,
 };
 
 /// Why a host cannot be built or started. The addon maps each variant to a JS error code.
@@ -185,8 +186,7 @@ impl ResolverHost {
     /// before (or without) any network.
     pub fn new(engine: Arc<dyn Engine>, config: HostConfig) -> Result<Self, HostError> {
         config.sync.state_url()?;
-        let api =
-            reqwest::Url::parse(&config.upload.api_base_url).map_err(|e| HostError::ApiBaseUrl(e.to_string()))?;
+        let api = reqwest::Url::parse(&config.upload.api_base_url).map_err(|e| HostError::ApiBaseUrl(e.to_string()))?;
         let client = http::client(&api, &config.sync.net)?;
         let uploader = Arc::new(LogUploader::new(client, config.upload.clone())?);
         let notices = Arc::new(Notices::default());

@@ -731,7 +731,6 @@ impl SyncHandle {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
-
 }
 
 /// Spawns [`run_sync_loop`] on the current tokio runtime. Await

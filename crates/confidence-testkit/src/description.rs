@@ -706,4 +706,3 @@ fn declared_field(declared: &Shape, inferred: Option<&Shape>) -> FlagSchema {
         (shape, _) => to_schema(shape),
     }
 }
-

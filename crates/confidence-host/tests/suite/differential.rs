@@ -96,14 +96,8 @@ fn built_states_agree() {
             let scenario = Generator::with_options(1000 * k as u64 + seed, options.clone()).scenario();
             let state = scenario.state.encode();
             let account = scenario.state.account_id.clone();
-            let mut a = loaded(
-                ours(),
-                state.clone(),
-                &account,
-                confidence_host::guest::Clock::Fixed(ORACLE_TIME),
-            );
-            let mut b =
-                loaded(official, state, &account, confidence_host::guest::Clock::Fixed(ORACLE_TIME));
+            let mut a = loaded(ours(), state.clone(), &account, confidence_host::guest::Clock::Fixed(ORACLE_TIME));
+            let mut b = loaded(official, state, &account, confidence_host::guest::Clock::Fixed(ORACLE_TIME));
             for req in scenario.requests(seed, 250) {
                 // Without a store, and (for states with materializations) with deferred reads,
                 // so both suspend outcomes and MATERIALIZATION_NOT_SUPPORTED are compared.

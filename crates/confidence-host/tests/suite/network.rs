@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::net_support::{ForwardProxy, TestPki, TlsFront, CDN_HOST};
 use confidence_host::engine::native::{NativeEngine, NativeEngineConfig};
 use confidence_host::engine::Engine;
 use confidence_host::http::{NetConfig, USER_AGENT};
@@ -18,7 +19,6 @@ use confidence_host::state_sync::{Fetched, StateFetcher, SyncConfig, SyncError};
 use confidence_proto::admin::ClientResolverState;
 use confidence_resolver::proto::confidence::flags::resolver::v1::ResolveProcessRequest;
 use fake_confidence::{secret_digest, FakeConfidence, Fault, Route};
-use crate::net_support::{ForwardProxy, TestPki, TlsFront, CDN_HOST};
 use prost::Message;
 use serde_json::json;
 

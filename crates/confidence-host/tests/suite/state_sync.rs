@@ -386,8 +386,7 @@ impl StateSink for TestSink {
         if self.reject.load(Ordering::SeqCst) {
             return Err(EngineError::Resolver("resolver refused the state".into()));
         }
-        let state =
-            ResolverState::decode(update.state.as_slice()).map_err(|e| EngineError::Resolver(e.to_string()))?;
+        let state = ResolverState::decode(update.state.as_slice()).map_err(|e| EngineError::Resolver(e.to_string()))?;
         let new: BTreeMap<String, Vec<u8>> = state.flags.iter().map(|f| (f.name.clone(), f.encode_to_vec())).collect();
         let mut flags = self.flags.lock().unwrap();
         let changed = new

@@ -13,13 +13,13 @@ use confidence_host::guest::Clock;
 use confidence_host::log_upload::UploadConfig;
 use confidence_host::resolver_host::{HostConfig, ResolverHost};
 use confidence_host::state_sync::SyncConfig;
-use confidence_testkit::*;
 use confidence_proto::admin::ClientResolverState;
 use confidence_resolver::proto::confidence::flags::admin::v1::ResolverState;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
     AppliedFlag, ApplyFlagsRequest, MaterializationRecord, ResolveFlagsRequest, ResolveFlagsResponse,
     ResolveProcessRequest, ResolveReason, ResolvedFlag,
 };
+use confidence_testkit::*;
 use prost::Message;
 use serde_json::{json, Value as Json};
 use state_builder::hash::variant_bucket;
@@ -764,7 +764,7 @@ fn demo_state() -> Vec<u8> {
 
 #[test]
 fn the_napi_export_reports_invalid_options() {
-    let e = build_test_state("{\"flags\": 1}".into()).err().expect("rejected");
+    let e = build_test_state("{\"flags\": 1}".into()).expect_err("rejected");
     assert_eq!(e.to_string(), "flags: invalid type: integer `1`, expected a map");
 }
 

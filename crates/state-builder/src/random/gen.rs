@@ -9,11 +9,11 @@ use confidence_resolver::proto::google::{Struct, Value};
 
 use super::attrs::{RuleGen, ATTRIBUTES};
 use super::context::{unit_pool, ContextModel};
-use crate::rng::Rng;
 use super::Options;
 use crate::bitset::Bitset;
 use crate::bloom::BloomFilter;
 use crate::flag::{AssignmentKind, FlagBuilder, FlagState, Materialization, RuleBuilder};
+use crate::rng::Rng;
 use crate::schema::{s_bool, s_double, s_int, s_list, s_string, struct_schema};
 use crate::segment::SegmentBuilder;
 use crate::state::{BuiltState, ClientBuilder, CredentialBuilder, StateBuilder};

@@ -18,13 +18,12 @@ mod attrs;
 mod context;
 mod gen;
 
-
 use confidence_resolver::proto::confidence::flags::resolver::v1::ResolveFlagsRequest;
 use confidence_resolver::proto::google::Struct;
 
+pub use crate::rng::Rng;
 pub use attrs::{Kind, ATTRIBUTES};
 pub use context::{unit_pool, ContextModel};
-pub use crate::rng::Rng;
 
 use crate::state::BuiltState;
 

@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [-- --update-readme] [-- --only bool,swap,...]`
+// `npm run bench [-- --quick] [-- --update-results] [-- --only bool,swap,...]`
 //
 // Measures what users feel and prints ratios against baselines measured in the same run (the
 // machine is shared and noisy: absolute times drift, ratios hold). Baselines: (0) a constant
@@ -22,14 +22,14 @@ import { ENCRYPTION_KEY, FIXTURE_SECRET, KIT_SECRET, prepareStates, root } from 
 
 const argv = process.argv.slice(2);
 const QUICK = argv.includes('--quick');
-const UPDATE_README = argv.includes('--update-readme');
+const UPDATE_RESULTS = argv.includes('--update-results');
 const onlyArg = argv.find((a) => a.startsWith('--only='))?.slice(7) ?? argv[argv.indexOf('--only') + 1];
 const ONLY = argv.some((a) => a.startsWith('--only')) ? new Set(onlyArg.split(',')) : null;
 const wanted = (group) => !ONLY || ONLY.has(group);
 
 if (argv.includes('--help')) {
   console.log(
-    'usage: npm run bench [-- --quick] [--update-readme] [--only=bool,object,bulk,ctx,keys,swap,memory,startup]',
+    'usage: npm run bench [-- --quick] [--update-results] [--only=bool,object,bulk,ctx,keys,swap,memory,startup]',
   );
   process.exit(0);
 }
@@ -349,7 +349,7 @@ function table(header, rows) {
   return [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-// `detail` (per-workload tables) goes to the console only; `out` also to the README.
+// `detail` (per-workload tables) goes to the console only; `out` also to bench/RESULTS.md.
 const detail = [];
 const out = [];
 const say = (s = '') => out.push(s);
@@ -619,19 +619,20 @@ writeFileSync(`${root}bench/results/latest.json`, `${JSON.stringify(json, null, 
 writeFileSync(`${root}bench/results/history/${stamp.replace(/[:.]/g, '-')}-${MODE}.json`, `${JSON.stringify(json)}\n`);
 log('results: bench/results/latest.json');
 
-if (UPDATE_README && ONLY) {
-  log('README.md not updated: --only measures part of the workloads');
-} else if (UPDATE_README) {
-  const readme = readFileSync(`${root}README.md`, 'utf8');
+if (UPDATE_RESULTS && ONLY) {
+  log('bench/RESULTS.md not updated: --only measures part of the workloads');
+} else if (UPDATE_RESULTS) {
+  const file = `${root}bench/RESULTS.md`;
+  const results = readFileSync(file, 'utf8');
   const start = `<!-- bench:${MODE}:start -->`;
   const end = `<!-- bench:${MODE}:end -->`;
-  const a = readme.indexOf(start);
-  const b = readme.indexOf(end);
+  const a = results.indexOf(start);
+  const b = results.indexOf(end);
   if (a < 0 || b < a) {
-    log(`README.md has no ${start} … ${end} markers: not updated`);
+    log(`bench/RESULTS.md has no ${start} … ${end} markers: not updated`);
   } else {
     const block = `${start}\n\`\`\`text\n${text}\n\`\`\`\n`;
-    writeFileSync(`${root}README.md`, readme.slice(0, a) + block + readme.slice(b));
-    log(`README.md: ${MODE} table updated`);
+    writeFileSync(file, results.slice(0, a) + block + results.slice(b));
+    log(`bench/RESULTS.md: ${MODE} table updated`);
   }
 }

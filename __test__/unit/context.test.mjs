@@ -29,6 +29,8 @@ test('targetingKey becomes targeting_key and wins over an explicit targeting_key
   assert.deepEqual(convert({ targetingKey: 'u1', country: 'SE' }).value, { country: 'SE', targeting_key: 'u1' });
   assert.deepEqual(convert({ targeting_key: 'explicit', targetingKey: 'u1' }).value, { targeting_key: 'u1' });
   assert.deepEqual(convert({ targeting_key: 'explicit' }).value, { targeting_key: 'explicit' });
+  // Once in the text, not twice (JSON.parse would hide a duplicate).
+  assert.equal(convertContext({ targeting_key: 'explicit' }).json, '{"targeting_key":"explicit"}');
   assert.deepEqual(convert({ targetingKey: undefined, targeting_key: 'explicit' }).value, {
     targeting_key: 'explicit',
   });

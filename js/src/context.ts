@@ -36,7 +36,7 @@ export function convertContext(context: EvaluationContext | undefined): Converte
   for (const key of Object.keys(ctx)) {
     if (key === '_confidence_skip_apply') {
       apply = ctx[key] !== true;
-    } else if (key === 'targetingKey' || (key === 'targeting_key' && ctx.targetingKey !== undefined)) {
+    } else if (key === 'targetingKey' || key === 'targeting_key') {
       // written once below, under the resolver's name
     } else {
       put(key, ctx[key]);

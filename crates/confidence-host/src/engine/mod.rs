@@ -34,7 +34,6 @@ pub enum EngineError {
 impl From<GuestError> for EngineError {
     fn from(e: GuestError) -> Self {
         match e {
-            GuestError::Resolver(m) if m == "Resolver state not set" => EngineError::NotReady,
             GuestError::Resolver(m) => EngineError::Resolver(m),
             e if e.poisons_instance() => EngineError::Crashed(e.to_string()),
             e => EngineError::Instance(e.to_string()),

@@ -66,14 +66,13 @@ pub struct NativeEngine {
     stopper: Option<ResolveLogStopper>,
 }
 
-/// The error text the core uses before any state was installed.
-const NOT_READY: &str = "Resolver state not set";
-
-fn op_error(message: String) -> EngineError {
-    if message == NOT_READY {
-        EngineError::NotReady
-    } else {
-        EngineError::Resolver(message)
+impl NativeEngine {
+    /// Not ready is known here (no state loaded yet), not read from the resolver's error text.
+    fn ready(&self) -> Result<(), EngineError> {
+        match self.state_loads.load(Ordering::Acquire) {
+            0 => Err(EngineError::NotReady),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -144,17 +143,19 @@ impl NativeEngine {
 
 impl Engine for NativeEngine {
     fn load_state(&self, request: &SetResolverStateRequest) -> Result<(), EngineError> {
-        self.guarded(|core| core.set_resolver_state(request))?.map_err(op_error)?;
-        self.state_loads.fetch_add(1, Ordering::Relaxed);
+        self.guarded(|core| core.set_resolver_state(request))?.map_err(EngineError::Resolver)?;
+        self.state_loads.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
     fn resolve(&self, request: ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError> {
-        self.guarded(|core| core.resolve_flags(request))?.map_err(op_error)
+        self.ready()?;
+        self.guarded(|core| core.resolve_flags(request))?.map_err(EngineError::Resolver)
     }
 
     fn apply(&self, request: &ApplyFlagsRequest) -> Result<(), EngineError> {
-        self.guarded(|core| core.apply_flags(request))?.map(|_| ()).map_err(op_error)
+        self.ready()?;
+        self.guarded(|core| core.apply_flags(request))?.map(|_| ()).map_err(EngineError::Resolver)
     }
 
     fn register_resolve(&self, reason: i32, latency_us: u32) {

@@ -62,6 +62,8 @@ pub struct WasmEngine {
     next: AtomicUsize,
     /// The framed `SetResolverStateRequest` of the last good state, for new instances.
     state: Mutex<Option<Arc<Vec<u8>>>>,
+    /// Set once a state is in force: the lock-free answer to "ready?" on the hot path.
+    loaded: AtomicBool,
     /// Serialises state loads and maintenance with each other (never with evaluations).
     maintenance: Mutex<()>,
     /// Log batches drained from retired or broken instances, waiting for the next flush.
@@ -95,6 +97,7 @@ impl WasmEngine {
             slots: slots.into_boxed_slice(),
             next: AtomicUsize::new(0),
             state: Mutex::new(None),
+            loaded: AtomicBool::new(false),
             maintenance: Mutex::new(()),
             salvaged: Mutex::new(Vec::new()),
             state_loads: AtomicU64::new(0),
@@ -105,6 +108,15 @@ impl WasmEngine {
 
     /// A fresh instance with its RNG seeded (so resolve ids differ between instances) and,
     /// when given, the framed state loaded.
+    /// Not ready is known here (no state loaded yet), not read from a guest's error text:
+    /// another binary may word it differently.
+    fn ready(&self) -> Result<(), EngineError> {
+        match self.loaded.load(Ordering::Acquire) {
+            true => Ok(()),
+            false => Err(EngineError::NotReady),
+        }
+    }
+
     fn instance(module: &GuestModule, config: &WasmEngineConfig, state: Option<&[u8]>) -> Result<Guest, EngineError> {
         let mut guest =
             module.instantiate(config.limits, config.clock).map_err(|e| EngineError::Instance(e.to_string()))?;
@@ -242,15 +254,18 @@ impl Engine for WasmEngine {
         for (i, guest) in fresh.into_iter().enumerate() {
             self.swap_in(i, guest);
         }
+        self.loaded.store(true, Ordering::Release);
         self.state_loads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn resolve(&self, request: ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError> {
+        self.ready()?;
         self.with_guest(|g| g.call(Export::ResolveFlags, Some(&request)))
     }
 
     fn apply(&self, request: &ApplyFlagsRequest) -> Result<(), EngineError> {
+        self.ready()?;
         self.with_guest(|g| g.call::<Void>(Export::ApplyFlags, Some(request))).map(|_| ())
     }
 

@@ -147,7 +147,8 @@ async fn a_batch_dropped_in_flight_that_arrives_is_counted_sent_not_dropped() {
         let up = up.clone();
         async move { up.flush().await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until("the first upload to be in flight", Duration::from_secs(5), || server.counters(Route::Logs).requests >= 1)
+        .await;
     up.enqueue([vec![2; 8]]); // over the bound: the batch in flight is the oldest, dropped
     flushing.await.unwrap().unwrap();
     up.flush().await.unwrap();

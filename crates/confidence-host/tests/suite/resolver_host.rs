@@ -80,8 +80,7 @@ async fn initializes_from_the_cdn_and_delivers_every_exposure_by_close() {
         h.wait_ready(Duration::from_secs(5)).await.unwrap();
         let mut answers: Vec<Comparable> = (0..40).map(|i| evaluate(&h, i)).collect();
         // Conditional polls follow: the CDN answers 304.
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(server.counters(Route::Cdn).not_modified >= 1, "{name}: {:?}", server.counters(Route::Cdn));
+        until("a 304", Duration::from_secs(5), || server.counters(Route::Cdn).not_modified >= 1).await;
         answers.extend((40..60).map(|i| evaluate(&h, i)));
         h.close(Duration::from_secs(3)).await.unwrap();
         assert_eq!(exposures(&server), 60, "{name}: every exposure, once");
@@ -121,8 +120,9 @@ async fn with_log_upload_disabled_states_arrive_but_no_log_leaves() {
     for i in 0..25 {
         evaluate(&h, i);
     }
-    // Several flush rounds, an explicit flush and close: nothing is sent.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Several flush rounds (counted by the state polls that run beside them), an explicit
+    // flush and close: nothing is sent.
+    until("several poll rounds", Duration::from_secs(5), || server.counters(Route::Cdn).requests >= 4).await;
     assert_eq!(h.flush().await.unwrap(), 0);
     h.close(Duration::from_secs(3)).await.unwrap();
     assert!(server.counters(Route::Cdn).requests >= 1, "states are still fetched");
@@ -175,11 +175,7 @@ async fn a_changed_state_is_swapped_in_and_reports_the_changed_flags() {
             log_destinations: vec![],
         };
         server.set_state(digest, payload.encode_to_vec(), "\"b\"");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while h.engine().metrics().state_loads < 2 {
-            assert!(std::time::Instant::now() < deadline, "{name}: the new state never arrived");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until("the new state", Duration::from_secs(5), || h.engine().metrics().state_loads >= 2).await;
         let snapshot = h.status().snapshot();
         assert_eq!(snapshot.changed_flags, vec!["flags/new-ui".to_string()], "{name}");
         assert_eq!(snapshot.etag.as_deref(), Some("\"b\""), "{name}");
@@ -290,13 +286,10 @@ async fn close_during_an_upload_delivers_every_exposure_once() {
         let slow = Duration::from_millis(800);
         server.set_fault(Route::Logs, Fault::Slow(slow)).await.unwrap();
         let answers: Vec<Comparable> = (0..10).map(|i| evaluate(&h, i)).collect();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while server.counters(Route::Logs).requests == 0 {
-            assert!(std::time::Instant::now() < deadline, "{name}: no upload started");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until("an upload to start", Duration::from_secs(5), || server.counters(Route::Logs).requests > 0).await;
         h.close(Duration::from_secs(3)).await.unwrap();
-        // Whatever was sent lands within one slow answer, abandoned or not.
+        // Whatever was sent lands within one slow answer, abandoned or not: time passing is
+        // what this waits for.
         tokio::time::sleep(slow + Duration::from_millis(300)).await;
         let mut ids = std::collections::BTreeSet::new();
         for log in server.received_logs() {

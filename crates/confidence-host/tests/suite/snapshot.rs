@@ -73,14 +73,6 @@ fn warnings(h: &ResolverHost) -> Vec<String> {
     h.notices().take().into_iter().filter(|n| n.level == Level::Warn).map(|n| n.message).collect()
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Runs a host against a healthy CDN until its first state is in force, then closes it.
 async fn fill_snapshot(server: &FakeConfidence, path: &Path, key: Option<StateKey>) {
     let h = host(config(server, path, key));
@@ -124,8 +116,9 @@ async fn a_download_is_saved_byte_for_byte_and_served_when_the_cdn_is_down_at_st
     // The CDN returns: the snapshot is revalidated with If-None-Match and confirmed by a 304.
     server.reset_counters();
     server.set_fault(Route::Cdn, Fault::None).await.unwrap();
-    eventually("a 304 for the snapshot's ETag", || server.counters(Route::Cdn).not_modified > 0).await;
-    eventually("the snapshot flag to clear", || !h.status().snapshot().from_snapshot).await;
+    until("a 304 for the snapshot's ETag", Duration::from_secs(5), || server.counters(Route::Cdn).not_modified > 0)
+        .await;
+    until("the snapshot flag to clear", Duration::from_secs(5), || !h.status().snapshot().from_snapshot).await;
     assert_eq!(h.engine().metrics().state_loads, 1, "a 304 keeps the snapshot's state");
     h.close(Duration::from_secs(1)).await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -219,7 +212,8 @@ async fn a_snapshot_file_is_an_initial_state_and_its_etag_is_revalidated() {
     assert!(resolves(&h).unwrap() > 0, "ready before any network");
     h.start().unwrap();
     h.wait_ready(Duration::from_secs(1)).await.unwrap();
-    eventually("a 304 for the baked snapshot", || server.counters(Route::Cdn).not_modified > 0).await;
+    until("a 304 for the baked snapshot", Duration::from_secs(5), || server.counters(Route::Cdn).not_modified > 0)
+        .await;
     assert_eq!(h.engine().metrics().state_loads, 1);
     h.close(Duration::from_secs(1)).await.unwrap();
 

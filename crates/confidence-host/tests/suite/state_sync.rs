@@ -25,7 +25,7 @@ use tokio::sync::watch;
 const SECRET: &str = "test-client-secret";
 const FIXTURE_ACCOUNT: &str = "confidence-demo-june";
 
-use crate::common::fixture;
+use crate::common::{fixture, until};
 
 fn fixture_key() -> StateKey {
     StateKey::from_hex(&String::from_utf8(fixture("encryption_key_test.hex")).unwrap()).unwrap()
@@ -67,15 +67,7 @@ fn expect_state(fetched: Fetched) -> StateUpdate {
     }
 }
 
-/// Polls `cond` every 10 ms; panics with `what` after `limit`.
-async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
+/// Bounds an await: a hung future fails its test.
 async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(limit, fut).await.expect("finished in time")
 }

@@ -462,3 +462,13 @@ pub fn apply_one(flag: &str, secret: &str, token: &[u8]) -> ApplyFlagsRequest {
         sdk: None,
     }
 }
+
+/// Waits until `cond` holds, polling every 10 ms; fails the test naming `what` after `limit`.
+/// Orders a test by what it waits for, never by how long.
+pub async fn until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -22,12 +22,9 @@ use confidence_host::engine::native::{NativeEngine, NativeEngineConfig};
 use confidence_host::engine::wasm::{WasmEngine, WasmEngineConfig};
 use confidence_host::engine::Engine;
 use confidence_host::guest::{self, GuestModule};
-use confidence_host::http::NetConfig;
-use confidence_host::log_upload::UploadConfig;
 use confidence_host::metrics;
 use confidence_host::remote_store::{RemoteStore, StoreError};
 use confidence_host::resolver_host::{HostConfig, ResolverHost};
-use confidence_host::state_sync::SyncConfig;
 use confidence_proto::json;
 use errors::{BoundaryError, Result};
 
@@ -237,10 +234,6 @@ fn record(r: NativeMaterialization) -> MaterializationRecord {
     MaterializationRecord { unit: r.unit, materialization: r.materialization, rule: r.rule, variant: r.variant }
 }
 
-fn millis(v: Option<u32>, default_ms: u64) -> Duration {
-    Duration::from_millis(v.map(u64::from).unwrap_or(default_ms))
-}
-
 #[napi]
 impl NativeResolver {
     /// Construction errors throw with their code: `INVALID_OPTION` naming the option, or
@@ -250,50 +243,52 @@ impl NativeResolver {
         Self::build(options).map_err(|e| errors::throw(env, e))
     }
 
+    /// Options over [`HostConfig::new`]'s defaults: an option left out keeps the host's default.
     fn build(options: NativeOptions) -> std::result::Result<Self, BoundaryError> {
         let engine = build_engine(options.engine.as_deref(), options.wasm_path.as_deref())?;
-        let mut sync = SyncConfig::new(options.flag_client_secret.clone());
+        let ms = |v: u32| Duration::from_millis(u64::from(v.max(1)));
+        let mut config = HostConfig::new(&options.flag_client_secret);
         if let Some(url) = options.cdn_base_url {
-            sync.cdn_base_url = url;
+            config.sync.cdn_base_url = url;
+        }
+        if let Some(url) = options.api_base_url {
+            config.upload.api_base_url = url;
         }
         if let Some(key) = options.encryption_key {
-            sync.encryption_key = Some(key.parse().map_err(|e: confidence_host::crypto::CryptoError| {
+            config.sync.encryption_key = Some(key.parse().map_err(|e: confidence_host::crypto::CryptoError| {
                 BoundaryError::option("encryptionKey", e.to_string())
             })?);
         }
-        let net = NetConfig {
-            connect_timeout: millis(options.connect_timeout_ms.map(|ms| ms.max(1)), 5_000),
-            read_timeout: options.read_timeout_ms.map(|ms| Duration::from_millis(u64::from(ms.max(1)))),
-            proxy: options.proxy.filter(|p| !p.trim().is_empty()),
-            extra_ca_pem: options.ca_certificates.unwrap_or_default(),
-            user_agent_prefix: options.user_agent,
-            ..NetConfig::default()
+        if let Some(v) = options.request_timeout_ms {
+            config.sync.request_timeout = ms(v);
+            config.upload.request_timeout = ms(v);
         }
-        .with_env(|name| std::env::var(name).ok());
-        net.validate().map_err(|e| BoundaryError::Host(e.into()))?;
-        sync.net = net;
-        let mut upload = UploadConfig::new(options.flag_client_secret.clone());
-        if let Some(ms) = options.request_timeout_ms {
-            let timeout = Duration::from_millis(u64::from(ms.max(1)));
-            sync.request_timeout = timeout;
-            upload.request_timeout = timeout;
+        let net = &mut config.sync.net;
+        if let Some(v) = options.connect_timeout_ms {
+            net.connect_timeout = ms(v);
         }
-        if let Some(url) = options.api_base_url {
-            upload.api_base_url = url;
+        net.read_timeout = options.read_timeout_ms.map(ms);
+        net.proxy = options.proxy.filter(|p| !p.trim().is_empty());
+        net.extra_ca_pem = options.ca_certificates.unwrap_or_default();
+        net.user_agent_prefix = options.user_agent;
+        config.sync.net = std::mem::take(&mut config.sync.net).with_env(|name| std::env::var(name).ok());
+        config.sync.net.validate().map_err(|e| BoundaryError::Host(e.into()))?;
+        if let Some(v) = options.state_update_interval_ms {
+            config.state_update_interval = Duration::from_millis(u64::from(v));
         }
-        let config = HostConfig {
-            sync,
-            upload,
-            state_update_interval: millis(options.state_update_interval_ms, 30_000),
-            flush_interval: millis(options.flush_interval_ms, 10_000),
-            sdk_version: options.sdk_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
-            enable_apply_dedup: options.enable_apply_dedup.unwrap_or(false),
-            disable_exposure_collection: options.disable_exposure_collection.unwrap_or(false),
-            offline: options.offline.unwrap_or(false),
-            disable_log_upload: options.disable_log_upload.unwrap_or(false),
-            initial_state: options.initial_state.map(|b| b.to_vec()),
-            snapshot_path: options.snapshot_path.filter(|p| !p.is_empty()).map(Into::into),
-        };
+        if let Some(v) = options.flush_interval_ms {
+            config.flush_interval = Duration::from_millis(u64::from(v));
+        }
+        if let Some(v) = options.sdk_version {
+            config.sdk_version = v;
+        }
+        let flag = |v: Option<bool>| v.unwrap_or(false);
+        config.enable_apply_dedup = flag(options.enable_apply_dedup);
+        config.disable_exposure_collection = flag(options.disable_exposure_collection);
+        config.offline = flag(options.offline);
+        config.disable_log_upload = flag(options.disable_log_upload);
+        config.initial_state = options.initial_state.map(|b| b.to_vec());
+        config.snapshot_path = options.snapshot_path.filter(|p| !p.is_empty()).map(Into::into);
         let host = ResolverHost::new(engine, config).map_err(BoundaryError::Host)?;
         Ok(NativeResolver {
             host: Arc::new(host),

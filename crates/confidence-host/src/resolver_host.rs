@@ -76,6 +76,24 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// The defaults for `client_secret`: Confidence's production endpoints, a state poll every
+    /// 30 s, a log flush every 10 s, uploads on, no initial state or snapshot.
+    pub fn new(client_secret: &str) -> Self {
+        HostConfig {
+            sync: SyncConfig::new(client_secret),
+            upload: UploadConfig::new(client_secret),
+            state_update_interval: Duration::from_secs(30),
+            flush_interval: Duration::from_secs(10),
+            sdk_version: env!("CARGO_PKG_VERSION").to_string(),
+            enable_apply_dedup: false,
+            disable_exposure_collection: false,
+            offline: false,
+            disable_log_upload: false,
+            initial_state: None,
+            snapshot_path: None,
+        }
+    }
+
     /// Whether logs are ever sent (not offline, uploads not disabled).
     pub fn uploads(&self) -> bool {
         !self.offline && !self.disable_log_upload

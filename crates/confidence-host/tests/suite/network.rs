@@ -13,7 +13,6 @@ use crate::net_support::{ForwardProxy, TestPki, TlsFront, CDN_HOST};
 use confidence_host::engine::native::{NativeEngine, NativeEngineConfig};
 use confidence_host::engine::Engine;
 use confidence_host::http::{NetConfig, USER_AGENT};
-use confidence_host::log_upload::UploadConfig;
 use confidence_host::resolver_host::{HostConfig, ResolverHost};
 use confidence_host::state_sync::{Fetched, StateFetcher, SyncConfig, SyncError};
 use confidence_proto::admin::ClientResolverState;
@@ -85,24 +84,11 @@ async fn states_and_logs_go_through_the_proxy_over_tls_with_a_private_ca() {
         user_agent_prefix: Some("checkout-service/2.1".into()),
         ..trusting(&site.pki)
     };
-    let mut sync = SyncConfig::new(FIXTURE_SECRET);
-    sync.cdn_base_url = site.named_url();
-    sync.net = net;
-    let mut upload = UploadConfig::new(FIXTURE_SECRET);
-    upload.api_base_url = site.named_url();
-    let config = HostConfig {
-        sync,
-        upload,
-        state_update_interval: Duration::from_secs(30),
-        flush_interval: Duration::from_secs(30),
-        sdk_version: "0.1.0".into(),
-        enable_apply_dedup: false,
-        disable_exposure_collection: false,
-        offline: false,
-        disable_log_upload: false,
-        initial_state: None,
-        snapshot_path: None,
-    };
+    let mut config = HostConfig::new(FIXTURE_SECRET);
+    config.sync.cdn_base_url = site.named_url();
+    config.sync.net = net;
+    config.upload.api_base_url = site.named_url();
+    config.flush_interval = Duration::from_secs(30);
     let engine: Arc<dyn Engine> = Arc::new(NativeEngine::new(NativeEngineConfig::default()).unwrap());
     let host = ResolverHost::new(engine, config).unwrap();
     host.start().unwrap();

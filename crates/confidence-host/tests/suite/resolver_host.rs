@@ -11,9 +11,7 @@ use crate::common::*;
 use confidence_host::engine::wasm::{WasmEngine, WasmEngineConfig};
 use confidence_host::engine::{Engine, EngineError};
 use confidence_host::guest::GuestModule;
-use confidence_host::log_upload::UploadConfig;
 use confidence_host::resolver_host::{HostConfig, ResolverHost};
-use confidence_host::state_sync::SyncConfig;
 use confidence_proto::admin::ClientResolverState;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{ResolveProcessRequest, WriteFlagLogsRequest};
 use fake_confidence::{secret_digest, FakeConfidence, Fault, Route};
@@ -25,24 +23,7 @@ fn fixture_payload(account: &str) -> Vec<u8> {
 }
 
 fn config(server: &FakeConfidence) -> HostConfig {
-    let mut sync = SyncConfig::new(FIXTURE_SECRET);
-    sync.cdn_base_url = server.base_url();
-    sync.request_timeout = Duration::from_secs(2);
-    let mut upload = UploadConfig::new(FIXTURE_SECRET);
-    upload.api_base_url = server.base_url();
-    HostConfig {
-        sync,
-        upload,
-        state_update_interval: Duration::from_millis(200),
-        flush_interval: Duration::from_millis(300),
-        sdk_version: "0.1.0".into(),
-        enable_apply_dedup: false,
-        disable_exposure_collection: false,
-        offline: false,
-        disable_log_upload: false,
-        initial_state: None,
-        snapshot_path: None,
-    }
+    host_config(&server.base_url())
 }
 
 fn host(module: &GuestModule, config: HostConfig) -> ResolverHost {
@@ -175,7 +156,9 @@ async fn a_changed_state_is_swapped_in_and_reports_the_changed_flags() {
             log_destinations: vec![],
         };
         server.set_state(digest, payload.encode_to_vec(), "\"b\"");
-        until("the new state", Duration::from_secs(5), || h.engine().metrics().state_loads >= 2).await;
+        // The swap is reported once the status has it (the engine loads it a moment before).
+        until("the new state", Duration::from_secs(5), || h.status().snapshot().etag.as_deref() == Some("\"b\"")).await;
+        assert_eq!(h.engine().metrics().state_loads, 2, "{name}");
         let snapshot = h.status().snapshot();
         assert_eq!(snapshot.changed_flags, vec!["flags/new-ui".to_string()], "{name}");
         assert_eq!(snapshot.etag.as_deref(), Some("\"b\""), "{name}");

@@ -11,11 +11,9 @@ use crate::common::*;
 use confidence_host::crypto::{encrypt_state, StateKey};
 use confidence_host::engine::native::{NativeEngine, NativeEngineConfig};
 use confidence_host::engine::{Engine, EngineError};
-use confidence_host::log_upload::UploadConfig;
 use confidence_host::notices::Level;
 use confidence_host::resolver_host::{HostConfig, ResolverHost};
 use confidence_host::snapshot::{self, Snapshot};
-use confidence_host::state_sync::SyncConfig;
 use confidence_proto::admin::ClientResolverState;
 use confidence_resolver::proto::confidence::flags::resolver::v1::ResolveProcessRequest;
 use fake_confidence::{secret_digest, FakeConfidence, Fault, Route};
@@ -37,24 +35,13 @@ fn scratch(test: &str) -> PathBuf {
 }
 
 fn config(server: &FakeConfidence, snapshot_path: &Path, key: Option<StateKey>) -> HostConfig {
-    let mut sync = SyncConfig::new(FIXTURE_SECRET);
-    sync.cdn_base_url = server.base_url();
-    sync.request_timeout = Duration::from_secs(2);
-    sync.encryption_key = key;
-    let mut upload = UploadConfig::new(FIXTURE_SECRET);
-    upload.api_base_url = server.base_url();
+    let mut config = host_config(&server.base_url());
+    config.sync.encryption_key = key;
     HostConfig {
-        sync,
-        upload,
-        state_update_interval: Duration::from_millis(200),
         flush_interval: Duration::from_secs(10),
-        sdk_version: "0.1.0".into(),
-        enable_apply_dedup: false,
-        disable_exposure_collection: false,
-        offline: false,
         disable_log_upload: true,
-        initial_state: None,
         snapshot_path: Some(snapshot_path.to_path_buf()),
+        ..config
     }
 }
 

@@ -10,9 +10,7 @@ use crate::common::*;
 use confidence_host::engine::wasm::{WasmEngine, WasmEngineConfig};
 use confidence_host::engine::Engine;
 use confidence_host::guest::Clock;
-use confidence_host::log_upload::UploadConfig;
 use confidence_host::resolver_host::{HostConfig, ResolverHost};
-use confidence_host::state_sync::SyncConfig;
 use confidence_proto::admin::ClientResolverState;
 use confidence_resolver::proto::confidence::flags::admin::v1::ResolverState;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
@@ -478,19 +476,7 @@ fn the_state_is_the_cdn_payload_for_one_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_host_serves_a_test_state_and_the_demo_state() {
     let host = |payload: Vec<u8>, secret: &str| {
-        let config = HostConfig {
-            sync: SyncConfig::new(secret),
-            upload: UploadConfig::new(secret),
-            state_update_interval: Duration::from_secs(30),
-            flush_interval: Duration::from_secs(10),
-            sdk_version: "0.1.0".into(),
-            enable_apply_dedup: false,
-            disable_exposure_collection: false,
-            offline: true,
-            disable_log_upload: false,
-            initial_state: Some(payload),
-            snapshot_path: None,
-        };
+        let config = HostConfig { offline: true, initial_state: Some(payload), ..HostConfig::new(secret) };
         let engine: Arc<dyn Engine> = Arc::new(WasmEngine::new(ours().clone(), WasmEngineConfig::default()).unwrap());
         ResolverHost::new(engine, config).expect("the payload is a valid initial state")
     };

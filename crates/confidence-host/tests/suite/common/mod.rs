@@ -472,3 +472,15 @@ pub async fn until(what: &str, limit: std::time::Duration, mut cond: impl FnMut(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// [`HostConfig::new`] for the fixture client, with every endpoint at `base_url` (a loopback
+/// server), a 2 s request bound and fast loops (state poll 200 ms, log flush 300 ms).
+pub fn host_config(base_url: &str) -> confidence_host::resolver_host::HostConfig {
+    let mut config = confidence_host::resolver_host::HostConfig::new(FIXTURE_SECRET);
+    config.sync.cdn_base_url = base_url.to_string();
+    config.sync.request_timeout = std::time::Duration::from_secs(2);
+    config.upload.api_base_url = base_url.to_string();
+    config.state_update_interval = std::time::Duration::from_millis(200);
+    config.flush_interval = std::time::Duration::from_millis(300);
+    config
+}

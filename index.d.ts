@@ -15,8 +15,9 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare class NativeResolver {
   /**
-   * Construction errors throw with their code: `INVALID_OPTION` naming the option, or
-   * `INVALID_MODULE` for a `wasmPath` that is not a resolver.
+   * Construction errors throw with their code: `INVALID_OPTION` naming the option (also for
+   * an unknown or wrongly typed one), or `INVALID_MODULE` for a `wasmPath` that is not a
+   * resolver.
    */
   constructor(options: NativeOptions)
   /**

@@ -68,14 +68,14 @@ impl AsRef<str> for Code {
 pub enum BoundaryError {
     /// A binding-level option problem, named by its JS option.
     #[error("{option}: {message}")]
-    Option { option: &'static str, message: String },
+    Option { option: String, message: String },
     #[error("wasmPath: {0}")]
     Module(String),
     #[error("invalid evaluation context: {0}")]
     Context(#[from] serde_json::Error),
     #[error("{}", host_message(.0))]
     Host(#[from] HostError),
-    #[error(transparent)]
+    #[error("{}", mask_secrets(&.0.to_string()))]
     Engine(#[from] EngineError),
     #[error(transparent)]
     Upload(#[from] UploadError),
@@ -109,9 +109,23 @@ fn host_message(e: &HostError) -> String {
     }
 }
 
+/// The resolver's own texts echo the first and last characters of client secrets
+/// (`requested=mkj...2YF, available=[...]`): the boundary keeps the words and drops the echoes.
+fn mask_secrets(text: &str) -> String {
+    let mut out = text.to_string();
+    for (marker, end) in [("requested=", &[',', ' ', ')'][..]), ("available=[", &[']'][..])] {
+        if let Some(at) = out.find(marker) {
+            let from = at + marker.len();
+            let to = out[from..].find(end).map_or(out.len(), |i| from + i);
+            out.replace_range(from..to, "***");
+        }
+    }
+    out
+}
+
 impl BoundaryError {
-    pub fn option(option: &'static str, message: impl Into<String>) -> Self {
-        BoundaryError::Option { option, message: message.into() }
+    pub fn option(option: impl Into<String>, message: impl Into<String>) -> Self {
+        BoundaryError::Option { option: option.into(), message: message.into() }
     }
 
     pub fn code(&self) -> Code {
@@ -124,7 +138,7 @@ impl BoundaryError {
             BoundaryError::Host(HostError::NotReady(_)) => Code::NotReady,
             BoundaryError::Host(_) => Code::InvalidOption,
             BoundaryError::Engine(e) => match e {
-                EngineError::NotReady => Code::NotReady,
+                EngineError::NotReady | EngineError::Closed => Code::NotReady,
                 EngineError::Resolver(_) => Code::ResolverError,
                 EngineError::Crashed(_) => Code::ResolverCrashed,
                 EngineError::Instance(_) => Code::InvalidModule,

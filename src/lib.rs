@@ -129,6 +129,43 @@ pub struct NativeOptions {
     pub sdk_version: Option<String>,
 }
 
+/// Reads the options object. An unknown key or a wrongly typed value is an `INVALID_OPTION`
+/// error that names the key and never echoes the value (it may be a key or a secret).
+fn parse_options(env: &Env, raw: Object) -> std::result::Result<NativeOptions, BoundaryError> {
+    let napi = |e: napi::Error| BoundaryError::Internal(e.reason);
+    let given: Vec<String> = Object::keys(&raw)
+        .map_err(napi)?
+        .into_iter()
+        .filter(|key| {
+            let value = raw.get_named_property::<Unknown>(key).and_then(|v| v.get_type());
+            !matches!(value, Ok(ValueType::Undefined | ValueType::Null))
+        })
+        .collect();
+    // napi reads an object only as a property, so the options ride in a holder object.
+    let mut holder = Object::new(env).map_err(napi)?;
+    holder.set_named_property("options", raw).map_err(napi)?;
+    let read = |holder: &Object| {
+        holder.get_named_property::<NativeOptions>("options").map_err(|e| {
+            // napi's text ends with the field (`... on NativeOptions.encryptionKey`) and quotes
+            // the value before it: only the field name is kept.
+            let field: String = e
+                .reason
+                .rsplit_once("NativeOptions.")
+                .map(|(_, f)| f.chars().take_while(char::is_ascii_alphanumeric).collect())
+                .unwrap_or_else(|| "options".into());
+            BoundaryError::option(field, "has the wrong type")
+        })
+    };
+    let options = read(&holder)?;
+    // What survives a round trip through `NativeOptions` is what it knows.
+    holder.set_named_property("known", read(&holder)?).map_err(napi)?;
+    let known = Object::keys(&holder.get_named_property::<Object>("known").map_err(napi)?).map_err(napi)?;
+    match given.into_iter().find(|key| !known.contains(key)) {
+        Some(unknown) => Err(BoundaryError::option(unknown, "is not an option of NativeResolver")),
+        None => Ok(options),
+    }
+}
+
 /// One resolved flag, in the resolver's own terms.
 #[napi(object)]
 pub struct NativeResolvedFlag {
@@ -236,11 +273,12 @@ fn record(r: NativeMaterialization) -> MaterializationRecord {
 
 #[napi]
 impl NativeResolver {
-    /// Construction errors throw with their code: `INVALID_OPTION` naming the option, or
-    /// `INVALID_MODULE` for a `wasmPath` that is not a resolver.
-    #[napi(constructor)]
-    pub fn new(env: &Env, options: NativeOptions) -> napi::Result<Self> {
-        Self::build(options).map_err(|e| errors::throw(env, e))
+    /// Construction errors throw with their code: `INVALID_OPTION` naming the option (also for
+    /// an unknown or wrongly typed one), or `INVALID_MODULE` for a `wasmPath` that is not a
+    /// resolver.
+    #[napi(constructor, ts_args_type = "options: NativeOptions")]
+    pub fn new(env: &Env, options: Object) -> napi::Result<Self> {
+        parse_options(env, options).and_then(Self::build).map_err(|e| errors::throw(env, e))
     }
 
     /// Options over [`HostConfig::new`]'s defaults: an option left out keeps the host's default.
@@ -327,7 +365,7 @@ impl NativeResolver {
     pub fn evaluate(&self, flag: String, context_json: String, apply: bool) -> Result<Option<NativeResolvedFlag>> {
         let request =
             ResolveProcessRequest::without_materializations(self.request(vec![flag], &context_json, apply)?);
-        let response = self.host.engine().resolve(request).map_err(BoundaryError::from)?;
+        let response = self.engine()?.resolve(request).map_err(BoundaryError::from)?;
         match response.result {
             Some(resolve_process_response::Result::Resolved(r)) => {
                 Ok(r.response.unwrap_or_default().resolved_flags.into_iter().next().map(native_flag))
@@ -367,7 +405,7 @@ impl NativeResolver {
     }
 
     fn step(&self, request: ResolveProcessRequest) -> Result<NativeResolveStep> {
-        let response = self.host.engine().resolve(request).map_err(BoundaryError::from)?;
+        let response = self.engine()?.resolve(request).map_err(BoundaryError::from)?;
         let resolved = match response.result {
             Some(resolve_process_response::Result::Suspended(s)) => {
                 let reads = s.materializations_to_read.into_iter().map(native_record).collect();
@@ -404,21 +442,23 @@ impl NativeResolver {
             send_time: Some(now),
             sdk: None,
         };
-        Ok(self.host.engine().apply(&request).map_err(BoundaryError::from)?)
+        Ok(self.engine()?.apply(&request).map_err(BoundaryError::from)?)
     }
 
     /// Telemetry for one evaluation: its outcome (a `ResolveReason` number, docs/resolver.md, "Provider behaviour") and
     /// latency. Best effort: never throws.
     #[napi(catch_unwind)]
     pub fn register_resolve(&self, reason: i32, latency_us: u32) {
-        self.host.engine().register_resolve(reason, latency_us);
+        if let Ok(engine) = self.host.open_engine() {
+            engine.register_resolve(reason, latency_us);
+        }
     }
 
     /// Telemetry for many evaluations at once: `(reason, latencyUs)` pairs, so the provider
     /// crosses into Rust once per batch instead of once per evaluation. Best effort.
     #[napi(catch_unwind)]
     pub fn register_resolves(&self, pairs: Uint32Array) {
-        let engine = self.host.engine();
+        let Ok(engine) = self.host.open_engine() else { return };
         for pair in pairs.chunks_exact(2) {
             engine.register_resolve(pair[0] as i32, pair[1]);
         }
@@ -446,7 +486,7 @@ impl NativeResolver {
         let engine = self.host.engine();
         metrics::render(
             &self.host.status().snapshot(),
-            &self.host.uploader().stats,
+            &self.host.uploader().stats(),
             &engine.metrics(),
             &engine.prometheus("confidence"),
         )
@@ -527,8 +567,14 @@ impl NativeResolver {
         spawn(env, async move { Ok(store?.write(&records).await?) })
     }
 
+    /// The engine until `close`; then every evaluation path answers `NOT_READY`.
+    fn engine(&self) -> std::result::Result<&Arc<dyn Engine>, BoundaryError> {
+        Ok(self.host.open_engine()?)
+    }
+
     fn remote_store(&self) -> std::result::Result<Arc<RemoteStore>, BoundaryError> {
         let config = self.host.config();
+        self.engine()?;
         if config.offline {
             return Err(StoreError::Offline.into());
         }

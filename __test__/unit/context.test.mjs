@@ -1,15 +1,37 @@
 // Evaluation context → resolver JSON (js/src/context.ts): every conversion its header documents,
-// and every rejection naming the attribute. No addon, no server.
+// every rejection naming the attribute, the depth limit and bounded messages. No addon, no server.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { convertContext, InvalidContextError } from '../../dist/cjs/context.js';
+import { convertContext, InvalidContextError, MAX_DEPTH } from '../../dist/cjs/context.js';
+import { ECHO_LIMIT } from '../../dist/cjs/evaluate.js';
 
 /** The converted context as an object, and whether exposure is logged. */
 const convert = (context) => {
   const { json, apply } = convertContext(context);
   return { value: JSON.parse(json), apply };
 };
+
+/** The InvalidContextError `context` is rejected with (fails the test on anything else). */
+const rejection = (context) => {
+  try {
+    convertContext(context);
+  } catch (e) {
+    assert.ok(e instanceof InvalidContextError, `expected an InvalidContextError, got ${e}`);
+    return e.message;
+  }
+  assert.fail('the context was accepted');
+};
+
+/** `levels` arrays/objects around `leaf`; `wrap(inner, i)` builds level i (a loop: any depth). */
+const nest = (levels, wrap, leaf = 1) => {
+  let value = leaf;
+  for (let i = 0; i < levels; i++) value = wrap(value, i);
+  return value;
+};
+const inObject = (inner) => ({ d: inner });
+const inArray = (inner) => [inner];
+const mixed = (inner, i) => (i % 2 ? [inner] : { d: inner });
 
 test('strings, booleans, finite numbers and null pass as they are; no context is an empty struct', () => {
   assert.deepEqual(convert({ s: 'x', t: true, f: false, n: -1.5, z: 0, nil: null }).value, {
@@ -48,6 +70,19 @@ test('undefined attributes are left out, in arrays they become null', () => {
     user: { tier: 'gold' },
   });
   assert.deepEqual(convert({ list: [1, undefined, null, 'x'] }).value, { list: [1, null, null, 'x'] });
+});
+
+test('holes in arrays become null, as in JSON.stringify', () => {
+  // biome-ignore lint/suspicious/noSparseArray: the hole is what is tested
+  const context = { tags: ['a', , 'b'], empty: new Array(3), nested: { list: [[, 1]] } };
+  assert.equal(convertContext(context).json, JSON.stringify(context));
+  assert.deepEqual(convert(context).value, {
+    tags: ['a', null, 'b'],
+    empty: [null, null, null],
+    nested: { list: [[null, 1]] },
+  });
+  // biome-ignore lint/suspicious/noSparseArray: a hole before a function
+  assert.equal(rejection({ list: [, () => 1] }), 'list[1]: a function is not a context value');
 });
 
 test('a Date becomes its ISO-8601 string, also nested and in arrays', () => {
@@ -128,4 +163,74 @@ test('values JSON would silently mangle are rejected with InvalidContextError, n
       message,
     );
   }
+});
+
+test(`up to ${MAX_DEPTH} levels of arrays and objects pass; one more is rejected, naming where`, () => {
+  for (const wrap of [inObject, inArray, mixed]) {
+    assert.equal(
+      JSON.stringify(convert({ deep: nest(MAX_DEPTH, wrap) }).value),
+      JSON.stringify({ deep: nest(MAX_DEPTH, wrap) }),
+    );
+  }
+  const problem = `more than ${MAX_DEPTH} levels of nested arrays and objects`;
+  assert.equal(rejection({ deep: nest(MAX_DEPTH + 1, inObject) }), `deep${'.d'.repeat(MAX_DEPTH)}: ${problem}`);
+  assert.equal(rejection({ deep: nest(MAX_DEPTH + 1, inArray) }), `deep${'[0]'.repeat(MAX_DEPTH)}: ${problem}`);
+  // A deep toJSON result counts like any other value.
+  assert.equal(
+    rejection({ deep: { toJSON: () => nest(MAX_DEPTH + 1, inObject) } }),
+    `deep${'.d'.repeat(MAX_DEPTH)}: ${problem}`,
+  );
+});
+
+test('contexts nested 100k deep are an InvalidContextError naming the attribute, not a stack overflow', () => {
+  for (const wrap of [inObject, inArray, mixed]) {
+    const message = rejection({ user: { plan: nest(100_000, wrap) } });
+    assert.ok(message.startsWith('user.plan.d') || message.startsWith('user.plan[0]'), message);
+    assert.ok(message.endsWith(`: more than ${MAX_DEPTH} levels of nested arrays and objects`), message);
+    assert.ok(message.length <= ECHO_LIMIT + 100, `${message.length} characters`);
+  }
+});
+
+test('toJSON is called once per value, as JSON does: a toJSON returning its own kind cannot loop', () => {
+  class Loop {
+    toJSON() {
+      return new Loop();
+    }
+  }
+  assert.equal(convertContext({ x: new Loop() }).json, JSON.stringify({ x: new Loop() }));
+});
+
+test('strings and keys with lone surrogates are rejected naming the attribute (the resolver cannot read them)', () => {
+  assert.equal(rejection({ s: 'a\ud800b' }), 's: the string has a lone surrogate (not well-formed Unicode)');
+  assert.equal(
+    rejection({ u: { tags: ['ok', '\udc00'] } }),
+    'u.tags[1]: the string has a lone surrogate (not well-formed Unicode)',
+  );
+  assert.equal(rejection({ u: { 'k\ud800': 1 } }), 'u.k\ud800: the key has a lone surrogate (not well-formed Unicode)');
+  assert.equal(rejection({ 'k\ud800': 1 }), 'k\ud800: the key has a lone surrogate (not well-formed Unicode)');
+  assert.equal(
+    rejection({ targetingKey: '\ud800' }),
+    'targeting_key: the string has a lone surrogate (not well-formed Unicode)',
+  );
+  assert.deepEqual(convert({ s: 'emoji 😀', '😀': 1 }).value, { s: 'emoji 😀', '😀': 1 }, 'pairs are fine');
+});
+
+test(`messages repeat at most ${ECHO_LIMIT} characters of a path or value, then an ellipsis`, () => {
+  const long = 'k'.repeat(1_000_000);
+  assert.equal(rejection({ [long]: Number.NaN }), `${'k'.repeat(ECHO_LIMIT)}…: NaN is not a finite number`);
+  assert.equal(
+    rejection({ user: { [long]: () => 1 } }),
+    `user.${'k'.repeat(ECHO_LIMIT - 5)}…: a function is not a context value`,
+  );
+  const big = 10n ** 1000n;
+  assert.equal(
+    rejection({ n: big }),
+    `n: bigint ${String(big).slice(0, ECHO_LIMIT)}… is outside the safe integer range`,
+  );
+  class AVeryLongMapName extends Map {}
+  Object.defineProperty(AVeryLongMapName, 'name', { value: 'M'.repeat(10_000) });
+  assert.equal(
+    rejection({ m: new AVeryLongMapName() }),
+    `m: ${'M'.repeat(ECHO_LIMIT)}… is not a context value; use an array or object`,
+  );
 });

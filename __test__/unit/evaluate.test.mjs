@@ -1,5 +1,5 @@
 // One resolved flag → OpenFeature details (js/src/evaluate.ts): flag keys and dot paths, type
-// checks against the caller's default, reasons, error codes and telemetry reasons.
+// checks against the caller's default, reasons, error codes, telemetry reasons, bounded messages.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
@@ -7,6 +7,8 @@ import { ErrorCode } from '@openfeature/server-sdk';
 
 import {
   confidenceReason,
+  ECHO_LIMIT,
+  echo,
   failure,
   openFeatureReason,
   parseFlagKey,
@@ -162,4 +164,44 @@ test('failure() is the default value with reason ERROR, the code and the message
     errorMessage: 'broken',
     flagMetadata: undefined,
   });
+});
+
+test(`echo() keeps at most ${ECHO_LIMIT} characters of caller input, then an ellipsis`, () => {
+  assert.equal(echo('f'), 'f');
+  assert.equal(echo('x'.repeat(ECHO_LIMIT)), 'x'.repeat(ECHO_LIMIT));
+  assert.equal(echo('x'.repeat(ECHO_LIMIT + 1)), `${'x'.repeat(ECHO_LIMIT)}…`);
+  assert.equal(echo('x'.repeat(1_000_000)), `${'x'.repeat(ECHO_LIMIT)}…`);
+  // A surrogate pair straddling the cut is dropped whole, never halved.
+  assert.equal(echo(`${'x'.repeat(ECHO_LIMIT - 1)}😀y`), `${'x'.repeat(ECHO_LIMIT - 1)}…`);
+  assert.equal(echo(undefined), 'undefined');
+  assert.equal(echo(10n ** 300n), `${String(10n ** 300n).slice(0, ECHO_LIMIT)}…`);
+});
+
+test('messages that repeat a flag key or a path into the value are bounded', () => {
+  const long = 'x'.repeat(1_000_000);
+  const cut = `${'x'.repeat(ECHO_LIMIT)}…`;
+  const messages = [
+    [
+      details(long, undefined, true, 'boolean'),
+      `Flag '${cut}' was not found (unknown, archived, or not enabled for this client)`,
+    ],
+    [
+      details(`f.${long}`, flag({ title: 'Hi' }), 'd', 'string'),
+      `resolved value (undefined) isn't assignable to default type (string) at f.${'x'.repeat(ECHO_LIMIT - 2)}…`,
+    ],
+    [details(`f.title.${long}`, flag({ title: 'Hi' }), 'd', 'string'), 'resolved value is not an object at f.title'],
+    [
+      details(`f.${long}.y`, flag({ [long]: 1 }), 'd', 'string'),
+      `resolved value is not an object at f.${'x'.repeat(ECHO_LIMIT - 2)}…`,
+    ],
+    [details('f', flag({ title: 'Hi' }), { [long]: 1 }, 'object'), `resolved value is missing field "${cut}" at f`],
+    [
+      details(long, flag(undefined, { reason: 'RESOLVE_REASON_MATERIALIZATION_NOT_SUPPORTED' }), 1, 'number'),
+      `Flag '${cut}' requires materializations. Configure a materialization store.`,
+    ],
+  ];
+  for (const [{ details: d }, message] of messages) assert.equal(d.errorMessage, message);
+  const keyless = details(long, flag(undefined, { reason: 'RESOLVE_REASON_TARGETING_KEY_ERROR' }), 1, 'number');
+  assert.ok(keyless.details.errorMessage.startsWith(`Flag '${cut}' needs a targeting key`));
+  assert.ok(keyless.details.errorMessage.length < ECHO_LIMIT + 150);
 });

@@ -60,6 +60,21 @@ export const TELEMETRY_REASON = {
 
 export type FlagType = 'boolean' | 'string' | 'number' | 'object';
 
+/** How much of a caller's input (flag key, attribute path, value) a message repeats. */
+export const ECHO_LIMIT = 200;
+
+/**
+ * Caller input as a message shows it: at most `ECHO_LIMIT` characters, then `…`. Every message
+ * that repeats input goes through here, so a 1 MB flag key cannot make a 1 MB error message.
+ */
+export function echo(input: unknown): string {
+  const text = String(input);
+  if (text.length <= ECHO_LIMIT) return text;
+  // Never end on half a surrogate pair: the message stays well-formed Unicode.
+  const high = text.charCodeAt(ECHO_LIMIT - 1);
+  return `${text.slice(0, high >= 0xd800 && high <= 0xdbff ? ECHO_LIMIT - 1 : ECHO_LIMIT)}…`;
+}
+
 /** A flag key split into the flag's name and the path into its value. */
 export interface FlagKey {
   name: string;
@@ -93,7 +108,7 @@ export function toDetails<T>(
   metadata: FlagMetadata,
 ): { details: ResolutionDetails<T>; telemetry: number } {
   if (!flag) {
-    const message = `Flag '${key.name}' was not found (unknown, archived, or not enabled for this client)`;
+    const message = `Flag '${echo(key.name)}' was not found (unknown, archived, or not enabled for this client)`;
     return {
       details: failure(defaultValue, ErrorCode.FLAG_NOT_FOUND, message, metadata),
       telemetry: TELEMETRY_REASON.FLAG_NOT_FOUND,
@@ -108,11 +123,11 @@ export function toDetails<T>(
   };
   const telemetry = TELEMETRY_REASON[reason as keyof typeof TELEMETRY_REASON] ?? 0;
   if (reason === 'MATERIALIZATION_NOT_SUPPORTED') {
-    const message = `Flag '${key.name}' requires materializations. Configure a materialization store.`;
+    const message = `Flag '${echo(key.name)}' requires materializations. Configure a materialization store.`;
     return { details: failure(defaultValue, ErrorCode.GENERAL, message, flagMetadata), telemetry };
   }
   if (reason === 'TARGETING_KEY_ERROR') {
-    const message = `Flag '${key.name}' needs a targeting key: the context's key must be a string or an integer of at most 100 bytes`;
+    const message = `Flag '${echo(key.name)}' needs a targeting key: the context's key must be a string or an integer of at most 100 bytes`;
     return { details: failure(defaultValue, ErrorCode.TARGETING_KEY_MISSING, message, flagMetadata), telemetry };
   }
   let value: JsonValue = flag.valueJson === undefined ? null : (JSON.parse(flag.valueJson) as JsonValue);
@@ -124,7 +139,7 @@ export function toDetails<T>(
         details: failure(
           defaultValue,
           ErrorCode.TYPE_MISMATCH,
-          `resolved value is not an object at ${at}`,
+          `resolved value is not an object at ${echo(at)}`,
           flagMetadata,
         ),
         telemetry: TELEMETRY_REASON.TYPE_MISMATCH,
@@ -160,21 +175,22 @@ function kind(value: unknown): string {
 /** Why `value` cannot stand in for `defaultValue`, or undefined when it can (D.8 row 6). */
 function mismatch(value: unknown, defaultValue: unknown, type: FlagType, at: string): string | undefined {
   if (value === null) return undefined; // no value: the caller gets the default, no error
-  if (value === undefined) return `resolved value (undefined) isn't assignable to default type (${type}) at ${at}`;
+  if (value === undefined)
+    return `resolved value (undefined) isn't assignable to default type (${type}) at ${echo(at)}`;
   if (type !== 'object') {
     return typeof value === type
       ? undefined
-      : `resolved value (${kind(value)}) isn't assignable to default type (${type}) at ${at}`;
+      : `resolved value (${kind(value)}) isn't assignable to default type (${type}) at ${echo(at)}`;
   }
-  if (Array.isArray(defaultValue)) return `arrays are not supported as default values (at ${at})`;
+  if (Array.isArray(defaultValue)) return `arrays are not supported as default values (at ${echo(at)})`;
   if (defaultValue === null || defaultValue === undefined) return undefined;
   if (kind(value) !== kind(defaultValue)) {
-    return `resolved value (${kind(value)}) isn't assignable to default type (${kind(defaultValue)}) at ${at}`;
+    return `resolved value (${kind(value)}) isn't assignable to default type (${kind(defaultValue)}) at ${echo(at)}`;
   }
   if (typeof defaultValue === 'object') {
     for (const [field, inner] of Object.entries(defaultValue as Record<string, unknown>)) {
       const resolved = (value as Record<string, unknown>)[field];
-      if (resolved === undefined) return `resolved value is missing field "${field}" at ${at}`;
+      if (resolved === undefined) return `resolved value is missing field "${echo(field)}" at ${echo(at)}`;
       const problem = mismatch(
         resolved,
         inner,

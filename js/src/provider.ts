@@ -1,6 +1,8 @@
 // `ConfidenceServerProviderLocal`: the OpenFeature server provider over the native resolver.
 // Evaluations are answered synchronously by the addon (no network on the evaluation path);
 // only a materialization store makes them wait, for the store's reads.
+import { inspect } from 'node:util';
+
 import {
   ErrorCode,
   type EvaluationContext,
@@ -17,6 +19,7 @@ import { convertContext, InvalidContextError } from './context';
 import {
   type ConfidenceReason,
   confidenceReason,
+  echo,
   type FlagKey,
   type FlagType,
   failure,
@@ -86,9 +89,11 @@ export class ConfidenceServerProviderLocal implements Provider {
   readonly hooks = [];
   readonly events = new OpenFeatureEventEmitter();
 
-  private readonly options: ResolvedOptions;
+  // ES-private: the options hold the client secret, the encryption key and perhaps a proxy
+  // password, which `util.inspect`, `Object.entries` and `JSON.stringify` must never show.
+  readonly #options: ResolvedOptions;
   private readonly native: NativeResolver;
-  private readonly watcher: StateWatcher;
+  readonly #watcher: StateWatcher;
   private readonly logger: Logger;
   private warnedNoWrite = false;
   /** The store in use (the option's, or Confidence's remote one). */
@@ -98,9 +103,9 @@ export class ConfidenceServerProviderLocal implements Provider {
   private pendingPairs = 0;
 
   constructor(options: ProviderOptions) {
-    this.options = resolveOptions(options);
-    this.logger = this.options.logger;
-    const o = this.options;
+    this.#options = resolveOptions(options);
+    this.logger = this.#options.logger;
+    const o = this.#options;
     // Outside the try: an addon that fails to load is not an option error.
     const createNative = nativeResolverFactory();
     try {
@@ -113,7 +118,17 @@ export class ConfidenceServerProviderLocal implements Provider {
       o.materializationStore === 'CONFIDENCE_REMOTE_STORE'
         ? new ConfidenceRemoteStore(this.native)
         : o.materializationStore;
-    this.watcher = new StateWatcher(this.native, this.events, this.options, () => this.flushTelemetry());
+    this.#watcher = new StateWatcher(this.native, this.events, this.#options, () => this.flushTelemetry());
+  }
+
+  /** What `JSON.stringify` shows: the provider's name and engine, never its options. */
+  toJSON(): { name: string; engine: string } {
+    return { name: this.metadata.name, engine: this.#options.engine };
+  }
+
+  /** What `util.inspect` and `console.log` show (the same). */
+  [inspect.custom](): string {
+    return `ConfidenceServerProviderLocal ${JSON.stringify(this.toJSON())}`;
   }
 
   /** The native resolver, for the test kit (with the buffered telemetry handed over first). */
@@ -129,24 +144,24 @@ export class ConfidenceServerProviderLocal implements Provider {
    * PROVIDER_READY when a state arrives.
    */
   async initialize(): Promise<void> {
-    if (!this.options.encryptionKey && !this.options.offline) {
+    if (!this.#options.encryptionKey && !this.#options.offline) {
       this.logger.warn(
         'no encryptionKey: fetching the unencrypted state; set encryptionKey to fetch the encrypted copy',
       );
     }
-    this.watcher.start();
+    this.#watcher.start();
     try {
-      await this.native.initialize(this.options.initializeTimeout);
+      await this.native.initialize(this.#options.initializeTimeout);
     } catch (e) {
-      this.watcher.failed();
+      this.#watcher.failed();
       throw new Error(`Confidence provider could not load flag state: ${nativeError(e).message}`, { cause: e });
     }
-    this.watcher.ready();
+    this.#watcher.ready();
   }
 
   /** Stops background work and uploads the remaining logs (bounded by 3 s). */
   async onClose(): Promise<void> {
-    this.watcher.stop();
+    this.#watcher.stop();
     this.flushTelemetry();
     try {
       await this.native.close(CLOSE_TIMEOUT_MS);
@@ -237,7 +252,7 @@ export class ConfidenceServerProviderLocal implements Provider {
     try {
       this.native.applyFlag(Buffer.from(resolveToken, 'base64'), `flags/${flagName}`);
     } catch (e) {
-      throw new Error(`applyFlag(${flagName}): ${nativeError(e).message}`, { cause: e });
+      throw new Error(`applyFlag(${echo(flagName)}): ${nativeError(e).message}`, { cause: e });
     }
   }
 
@@ -313,7 +328,7 @@ export class ConfidenceServerProviderLocal implements Provider {
     } else {
       try {
         const flag = this.native.evaluate(`flags/${request.key.name}`, request.json, request.apply);
-        outcome = toDetails(request.key, flag ?? undefined, defaultValue, type, this.watcher.metadata());
+        outcome = toDetails(request.key, flag ?? undefined, defaultValue, type, this.#watcher.metadata());
       } catch (e) {
         outcome = failed(e, defaultValue);
       }
@@ -349,19 +364,19 @@ export class ConfidenceServerProviderLocal implements Provider {
   private prepare<T>(flagKey: string, defaultValue: T, context: EvaluationContext): Prepared | Outcome<T> {
     const key = parseFlagKey(flagKey);
     if (!key) {
-      const message = `invalid flag key ${JSON.stringify(flagKey)}: expected "<flag>" or "<flag>.<path>"`;
+      const message = `invalid flag key ${echo(JSON.stringify(flagKey))}: expected "<flag>" or "<flag>.<path>"`;
       return { details: failure(defaultValue, ErrorCode.PARSE_ERROR, message), telemetry: TELEMETRY_REASON.ERROR };
     }
     try {
       const { json, apply } = convertContext(context);
-      return { key, json, apply: apply && !this.options.disableExposureCollection };
+      return { key, json, apply: apply && !this.#options.disableExposureCollection };
     } catch (e) {
       return failed(e, defaultValue);
     }
   }
 
   private settle<T>(key: FlagKey, result: NativeResolveResult, defaultValue: T, type: FlagType): Outcome<T> {
-    return toDetails(key, find(result.flags, key), defaultValue, type, this.watcher.metadata());
+    return toDetails(key, find(result.flags, key), defaultValue, type, this.#watcher.metadata());
   }
 
   /** One resolve: synchronous without a store; with one, its reads, then the resumed answer. */
@@ -441,7 +456,7 @@ function classify(e: unknown): { errorCode: ErrorCode; message: string } {
   const { code, message } = nativeError(e);
   switch (code) {
     case 'NOT_READY':
-      return { errorCode: ErrorCode.PROVIDER_NOT_READY, message: 'no flag state loaded yet' };
+      return { errorCode: ErrorCode.PROVIDER_NOT_READY, message };
     case 'INVALID_CONTEXT':
       return { errorCode: ErrorCode.INVALID_CONTEXT, message };
     default:

@@ -24,10 +24,15 @@ export class StateWatcher {
   constructor(
     private readonly native: NativeResolver,
     private readonly events: OpenFeatureEventEmitter,
-    private readonly options: ResolvedOptions,
+    options: ResolvedOptions,
     /** Runs first on every tick: the provider hands its buffered telemetry over. */
     private readonly onTick: () => void = () => {},
-  ) {}
+  ) {
+    this.#options = options;
+  }
+
+  /** ES-private: the options hold the client secret (see the provider). */
+  readonly #options: ResolvedOptions;
 
   /** Metadata every evaluation carries: the ETag of the state in force (refreshed each tick). */
   metadata(): FlagMetadata {
@@ -38,7 +43,7 @@ export class StateWatcher {
     if (this.timer) return;
     const every = Math.max(
       50,
-      Math.min(1000, Math.floor(this.options.stateUpdateInterval / 4), this.options.staleAfter),
+      Math.min(1000, Math.floor(this.#options.stateUpdateInterval / 4), this.#options.staleAfter),
     );
     this.timer = setInterval(() => this.tick(), every);
     this.timer.unref();
@@ -66,8 +71,8 @@ export class StateWatcher {
   /** What the addon asked to tell the user (snapshot served or ignored, …). */
   private logNotices(): void {
     for (const { level, message } of this.native.takeNotices()) {
-      if (level === 'warn') this.options.logger.warn(message);
-      else this.options.logger.info(message);
+      if (level === 'warn') this.#options.logger.warn(message);
+      else this.#options.logger.info(message);
     }
   }
 
@@ -80,9 +85,9 @@ export class StateWatcher {
       if (fromSnapshot) metadata.stateFromSnapshot = true;
       this.cachedMetadata = metadata;
     }
-    if (this.options.offline || lastSuccessMs === undefined) return undefined;
+    if (this.#options.offline || lastSuccessMs === undefined) return undefined;
     const age = Date.now() - lastSuccessMs;
-    if (age <= this.options.staleAfter) return undefined;
+    if (age <= this.#options.staleAfter) return undefined;
     return `no fresh flag state for ${Math.round(age / 1000)} s${lastError ? `: ${lastError}` : ''}`;
   }
 
@@ -113,7 +118,7 @@ export class StateWatcher {
         this.events.emit(ProviderEvents.Ready, { message: 'fresh flag state again', metadata: this.cachedMetadata });
       }
     } catch (e) {
-      this.options.logger.error('provider event watcher failed:', e);
+      this.#options.logger.error('provider event watcher failed:', e);
     }
   }
 }

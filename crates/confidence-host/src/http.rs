@@ -140,7 +140,41 @@ pub enum NetError {
     ZeroTimeout,
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The client secret would travel in clear text.
+    #[error("plain http is allowed only to loopback hosts (127.0.0.0/8, ::1, localhost), not {host:?}: use https")]
+    Insecure { host: String },
 }
+
+/// The rule for every URL the provider sends its secret or state to: https, or plain http to
+/// an IP literal in 127.0.0.0/8 or ::1, or exactly `localhost`.
+pub fn require_secure(url: &Url) -> Result<(), NetError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        _ if is_loopback(url) => Ok(()),
+        _ => Err(NetError::Insecure { host: url.host_str().unwrap_or_default().to_string() }),
+    }
+}
+
+/// Confidence's endpoints do not redirect: a request carrying the secret or a state follows
+/// a redirect only within its origin, and fails readably otherwise.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let origin = |u: &Url| (u.scheme().to_string(), u.host_str().map(str::to_string), u.port_or_known_default());
+        let first = attempt.previous().first().map(origin);
+        if attempt.previous().len() > 5 {
+            attempt.error(RedirectRefused("too many redirects".into()))
+        } else if first.is_some_and(|f| f == origin(attempt.url())) {
+            attempt.follow()
+        } else {
+            let to = attempt.url().host_str().unwrap_or_default().to_string();
+            attempt.error(RedirectRefused(format!("a redirect to another origin ({to}) was refused")))
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RedirectRefused(String);
 
 /// A proxy URL: `http://` or `https://` (credentials allowed), or a bare `host:port`.
 fn proxy_url(value: &str) -> Result<Url, String> {
@@ -155,13 +189,15 @@ fn proxy_url(value: &str) -> Result<Url, String> {
 }
 
 /// A client for requests to `base`: the configured proxy or else, unless `base` is loopback,
-/// the environment's; extra CAs merged with the system roots; an https base never follows a
-/// redirect down to plain http.
+/// the environment's; extra CAs merged with the system roots; plain http only to loopback
+/// ([`require_secure`]); redirects followed only within their origin.
 pub fn client(base: &Url, net: &NetConfig) -> Result<reqwest::Client, NetError> {
     crypto::install_tls_provider();
+    require_secure(base)?;
     net.validate()?;
     let mut builder = reqwest::Client::builder()
         .connect_timeout(net.connect_timeout)
+        .redirect(same_origin_redirects())
         .https_only(base.scheme() == "https")
         .user_agent(net.user_agent())
         // The environment is read once, by `NetConfig::with_env`, not behind our back.

@@ -2,6 +2,11 @@
 //! order, retries with backoff (honouring `Retry-After`), and a bounded in-memory backlog so
 //! an outage shorter than the bound loses nothing. When the backlog is full the oldest batches
 //! are dropped and counted: nothing is dropped silently.
+//!
+//! Every batch is accounted for: `enqueued = sent + dropped + rejected + queued` holds whenever
+//! the counters are read ([`Uploader::stats`] reads them under the backlog's lock). A batch the
+//! server finds too large (413) is split in halves and retried; one it refuses as malformed
+//! (400, 422) is rejected, counted and reported once, and the queue moves on behind it.
 
 use std::collections::VecDeque;
 use std::ops::Deref;
@@ -12,7 +17,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
 
+use confidence_resolver::proto::confidence::flags::resolver::v1::WriteFlagLogsRequest;
+use prost::Message;
+
 use crate::http::{self, Backoff, PostError, RetryPolicy};
+use crate::notices::{Level, Notices};
 
 pub const DEFAULT_API_BASE_URL: &str = "https://resolver.confidence.dev";
 pub const DEFAULT_CLOUDFLARE_BASE_URL: &str = "https://epx-flags-logs.experimentation-platform.workers.dev";
@@ -59,6 +68,10 @@ pub enum UploadError {
     Network(String),
     #[error("log upload failed: the request timed out")]
     Timeout,
+    #[error("the client secret is not a valid header value")]
+    Secret,
+    #[error("the log uploader is closed")]
+    Closed,
 }
 
 impl From<PostError> for UploadError {
@@ -71,16 +84,24 @@ impl From<PostError> for UploadError {
     }
 }
 
-/// Upload counters, readable from any thread.
-#[derive(Debug, Default)]
+/// Upload counters, as one consistent reading ([`Uploader::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UploadStats {
-    /// Batches handed over by the engine: every one ends up sent, dropped or still queued.
-    pub batches_enqueued: AtomicU64,
-    pub batches_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub failed_attempts: AtomicU64,
-    pub dropped_batches: AtomicU64,
-    pub dropped_bytes: AtomicU64,
+    /// Batches handed over by the engine, plus one for each split: every one ends up sent,
+    /// dropped, rejected or still queued.
+    pub batches_enqueued: u64,
+    /// Accepted by Confidence, or handed to the caller of [`Uploader::take_backlog`].
+    pub batches_sent: u64,
+    pub bytes_sent: u64,
+    /// Dropped by the backlog bound, or still undelivered when the uploader closed.
+    pub dropped_batches: u64,
+    pub dropped_bytes: u64,
+    /// Refused by the server as malformed (400, 422), or too large (413) as a single entry.
+    pub rejected_batches: u64,
+    /// Batches split in halves after a 413.
+    pub split_batches: u64,
+    pub queued_batches: u64,
+    pub failed_attempts: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,12 +110,48 @@ enum Destination {
     Cloudflare,
 }
 
-/// Batches waiting for upload, each with a sequence number so a flush can tell whether the
-/// batch it just sent is still at the front (the bound may have dropped it meanwhile).
+/// Batches waiting for upload, oldest first, and the counters that account for them (under
+/// one lock, so they always add up).
 struct Backlog {
-    batches: VecDeque<(u64, Bytes)>,
+    batches: VecDeque<Queued>,
     bytes: usize,
     next_id: u64,
+    stats: UploadStats,
+    /// Set by [`Uploader::close`]: nothing leaves any more.
+    closed: bool,
+}
+
+struct Queued {
+    id: u64,
+    batch: Bytes,
+    /// Being uploaded: the bound and the test kit leave it alone until it settles.
+    in_flight: bool,
+}
+
+impl Backlog {
+    fn push(&mut self, batch: Bytes) {
+        self.bytes += batch.len();
+        self.batches.push_back(Queued { id: self.next_id, batch, in_flight: false });
+        self.next_id += 1;
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Bytes> {
+        let at = self.batches.iter().position(|q| q.id == id)?;
+        let queued = self.batches.remove(at)?;
+        self.bytes -= queued.batch.len();
+        Some(queued.batch)
+    }
+
+    fn stats(&self) -> UploadStats {
+        UploadStats { queued_batches: self.batches.len() as u64, ..self.stats }
+    }
+}
+
+/// What became of one batch's upload.
+enum Settled {
+    Sent,
+    Split(Bytes, Bytes),
+    Rejected(u16),
 }
 
 struct Route {
@@ -115,7 +172,10 @@ pub struct Uploader {
     route: Mutex<Route>,
     /// One flush at a time, so batches leave in the order they were produced.
     sending: tokio::sync::Mutex<()>,
-    pub stats: UploadStats,
+    /// Upload tasks that may still be running, aborted by [`Uploader::close`].
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    failed_attempts: AtomicU64,
+    notices: Arc<Notices>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -143,17 +203,27 @@ impl Deref for LogUploader {
 }
 
 impl LogUploader {
-    pub fn new(client: reqwest::Client, config: UploadConfig) -> Result<Self, UploadError> {
-        let auth = HeaderValue::from_str(&format!("ClientSecret {}", config.client_secret))
-            .map_err(|_| UploadError::Network("the client secret is not a valid header value".into()))?;
+    /// `notices` hears of rejected batches (once each).
+    pub fn new(client: reqwest::Client, config: UploadConfig, notices: Arc<Notices>) -> Result<Self, UploadError> {
+        let mut auth = HeaderValue::from_str(&format!("ClientSecret {}", config.client_secret))
+            .map_err(|_| UploadError::Secret)?;
+        auth.set_sensitive(true);
         Ok(LogUploader(Arc::new(Uploader {
             client,
             config,
             auth,
-            backlog: Mutex::new(Backlog { batches: VecDeque::new(), bytes: 0, next_id: 0 }),
+            backlog: Mutex::new(Backlog {
+                batches: VecDeque::new(),
+                bytes: 0,
+                next_id: 0,
+                stats: UploadStats::default(),
+                closed: false,
+            }),
             route: Mutex::new(Route { destinations: vec![Destination::Edge], account: String::new() }),
             sending: tokio::sync::Mutex::new(()),
-            stats: UploadStats::default(),
+            tasks: Mutex::new(Vec::new()),
+            failed_attempts: AtomicU64::new(0),
+            notices,
         })))
     }
 
@@ -168,10 +238,21 @@ impl LogUploader {
         let uploader = self.0.clone();
         let sending = async move { uploader.send_backlog().await };
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime
-                .spawn(sending)
-                .await
-                .unwrap_or_else(|e| Err(UploadError::Network(format!("the upload task failed: {e}")))),
+            Ok(runtime) => {
+                let task = runtime.spawn(sending);
+                {
+                    let mut tasks = lock(&self.tasks);
+                    tasks.retain(|t| !t.is_finished());
+                    tasks.push(task.abort_handle());
+                }
+                task.await.unwrap_or_else(|e| {
+                    Err(if e.is_cancelled() {
+                        UploadError::Closed
+                    } else {
+                        UploadError::Network(format!("the upload task failed: {e}"))
+                    })
+                })
+            }
             Err(_) => sending.await,
         }
     }
@@ -192,35 +273,70 @@ impl Uploader {
         *lock(&self.route) = Route { destinations, account: account.to_string() };
     }
 
-    /// Queues batches for the next `flush`, dropping the oldest (counted) beyond the bound.
+    /// Queues batches for the next `flush`, dropping the oldest (counted) beyond the bound. A
+    /// batch being uploaded is leaving: it is neither dropped nor counted against the bound.
     pub fn enqueue(&self, batches: impl IntoIterator<Item = Vec<u8>>) {
         let mut backlog = lock(&self.backlog);
         for batch in batches {
-            self.stats.batches_enqueued.fetch_add(1, Ordering::Relaxed);
-            backlog.bytes += batch.len();
-            let id = backlog.next_id;
-            backlog.next_id += 1;
-            backlog.batches.push_back((id, Bytes::from(batch)));
+            backlog.stats.batches_enqueued += 1;
+            if backlog.closed {
+                backlog.stats.dropped_batches += 1;
+                backlog.stats.dropped_bytes += batch.len() as u64;
+                continue;
+            }
+            backlog.push(Bytes::from(batch));
         }
-        while backlog.bytes > self.config.backlog_bytes && backlog.batches.len() > 1 {
-            if let Some((_, old)) = backlog.batches.pop_front() {
-                backlog.bytes -= old.len();
-                self.stats.dropped_batches.fetch_add(1, Ordering::Relaxed);
-                self.stats.dropped_bytes.fetch_add(old.len() as u64, Ordering::Relaxed);
+        loop {
+            let waiting = backlog.batches.iter().filter(|q| !q.in_flight);
+            let (count, bytes) = waiting.fold((0, 0), |(n, b), q| (n + 1, b + q.batch.len()));
+            if bytes <= self.config.backlog_bytes || count <= 1 {
+                break;
+            }
+            let Some(oldest) = backlog.batches.iter().find(|q| !q.in_flight).map(|q| q.id) else { break };
+            if let Some(old) = backlog.remove(oldest) {
+                backlog.stats.dropped_batches += 1;
+                backlog.stats.dropped_bytes += old.len() as u64;
             }
         }
     }
 
-    /// Hands the whole backlog to the caller instead of uploading it (offline providers and the
-    /// test kit read what would have been sent).
+    /// Hands the backlog to the caller instead of uploading it (offline providers and the test
+    /// kit read what would have been sent); the batches count as sent. A batch in flight stays.
     pub fn take_backlog(&self) -> Vec<Bytes> {
         let mut backlog = lock(&self.backlog);
-        backlog.bytes = 0;
-        backlog.batches.drain(..).map(|(_, batch)| batch).collect()
+        let idle: Vec<u64> = backlog.batches.iter().filter(|q| !q.in_flight).map(|q| q.id).collect();
+        let taken: Vec<Bytes> = idle.into_iter().filter_map(|id| backlog.remove(id)).collect();
+        backlog.stats.batches_sent += taken.len() as u64;
+        backlog.stats.bytes_sent += taken.iter().map(|b| b.len() as u64).sum::<u64>();
+        taken
     }
 
     pub fn backlog_len(&self) -> usize {
         lock(&self.backlog).batches.len()
+    }
+
+    /// The counters, read together so that they add up.
+    pub fn stats(&self) -> UploadStats {
+        UploadStats { failed_attempts: self.failed_attempts.load(Ordering::Relaxed), ..lock(&self.backlog).stats() }
+    }
+
+    /// Ends uploading for good: running uploads are aborted (no request leaves after this
+    /// returns) and later batches are counted as dropped. With `drop_queued`, what is still
+    /// queued is counted as dropped too; without (a host that never uploads), it stays for
+    /// [`Uploader::take_backlog`].
+    pub fn close(&self, drop_queued: bool) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        let mut backlog = lock(&self.backlog);
+        backlog.closed = true;
+        if !drop_queued {
+            return;
+        }
+        let undelivered: Vec<Bytes> = backlog.batches.drain(..).map(|q| q.batch).collect();
+        backlog.bytes = 0;
+        backlog.stats.dropped_batches += undelivered.len() as u64;
+        backlog.stats.dropped_bytes += undelivered.iter().map(|b| b.len() as u64).sum::<u64>();
     }
 
     /// `LogUploader::flush`, in whichever task runs it.
@@ -228,22 +344,67 @@ impl Uploader {
         let _one_at_a_time = self.sending.lock().await;
         let mut sent = 0;
         loop {
-            let Some((id, batch)) = lock(&self.backlog).batches.front().cloned() else { return Ok(sent) };
-            self.send(&batch).await?;
+            let next = {
+                let mut backlog = lock(&self.backlog);
+                if backlog.closed {
+                    return Err(UploadError::Closed);
+                }
+                backlog.batches.iter_mut().find(|q| !q.in_flight).map(|q| {
+                    q.in_flight = true;
+                    (q.id, q.batch.clone())
+                })
+            };
+            let Some((id, batch)) = next else { return Ok(sent) };
+            let outcome = self.send(&batch).await;
             let mut backlog = lock(&self.backlog);
-            if backlog.batches.front().is_some_and(|(front, _)| *front == id) {
-                backlog.batches.pop_front();
-                backlog.bytes -= batch.len();
-            } else {
-                // The bound dropped this batch while it was in flight, and it arrived after all:
-                // it counts as sent, not dropped (enqueued = sent + dropped + queued holds).
-                self.stats.dropped_batches.fetch_sub(1, Ordering::Relaxed);
-                self.stats.dropped_bytes.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            let settled = match outcome {
+                Ok(()) => Settled::Sent,
+                Err(UploadError::Http(413)) => match split(&batch) {
+                    Some((first, second)) => Settled::Split(first, second),
+                    None => Settled::Rejected(413),
+                },
+                Err(UploadError::Http(status @ (400 | 422))) => Settled::Rejected(status),
+                Err(e) => {
+                    if let Some(q) = backlog.batches.iter_mut().find(|q| q.id == id) {
+                        q.in_flight = false;
+                    }
+                    return Err(e);
+                }
+            };
+            // Gone meanwhile: `close` has counted it as dropped.
+            let Some(at) = backlog.batches.iter().position(|q| q.id == id) else { continue };
+            match settled {
+                Settled::Sent => {
+                    backlog.remove(id);
+                    backlog.stats.batches_sent += 1;
+                    backlog.stats.bytes_sent += batch.len() as u64;
+                    sent += 1;
+                }
+                Settled::Split(first, second) => {
+                    backlog.remove(id);
+                    // In place, oldest first: the halves leave before anything queued later.
+                    for half in [second, first] {
+                        backlog.bytes += half.len();
+                        let half_id = backlog.next_id;
+                        backlog.next_id += 1;
+                        backlog.batches.insert(at, Queued { id: half_id, batch: half, in_flight: false });
+                    }
+                    backlog.stats.batches_enqueued += 1;
+                    backlog.stats.split_batches += 1;
+                }
+                Settled::Rejected(status) => {
+                    backlog.remove(id);
+                    backlog.stats.rejected_batches += 1;
+                    drop(backlog);
+                    self.notices.push(
+                        Level::Warn,
+                        format!(
+                            "Confidence refused a log batch of {} bytes with HTTP {status}; it is dropped (confidence_log_batches_rejected_total) and the uploads behind it go on",
+                            batch.len()
+                        ),
+                    );
+                }
             }
-            drop(backlog);
-            self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
-            self.stats.bytes_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            sent += 1;
         }
     }
 
@@ -281,10 +442,43 @@ impl Uploader {
             timeout: self.config.request_timeout,
         };
         let failed = || {
-            self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            self.failed_attempts.fetch_add(1, Ordering::Relaxed);
         };
         http::post_protobuf(&self.client, url, &self.auth, body, &policy, failed).await.map(drop).map_err(Into::into)
     }
+}
+
+/// A batch as two smaller ones, entries split in halves (exposures first, then the resolve
+/// aggregates; telemetry stays with the first half), or `None` for a batch of one entry or
+/// one that does not decode.
+fn split(batch: &[u8]) -> Option<(Bytes, Bytes)> {
+    let mut first = WriteFlagLogsRequest::decode(batch).ok()?;
+    let entries = first.flag_assigned.len() + first.client_resolve_info.len() + first.flag_resolve_info.len();
+    if entries + usize::from(first.telemetry_data.is_some()) < 2 {
+        return None;
+    }
+    if entries == 1 {
+        // One entry and telemetry: they part.
+        let telemetry_data = first.telemetry_data.take();
+        let second = std::mem::take(&mut first);
+        first.telemetry_data = telemetry_data;
+        return Some((Bytes::from(first.encode_to_vec()), Bytes::from(second.encode_to_vec())));
+    }
+    let mut to_move = entries / 2;
+    let second = WriteFlagLogsRequest {
+        flag_resolve_info: take_last(&mut first.flag_resolve_info, &mut to_move),
+        client_resolve_info: take_last(&mut first.client_resolve_info, &mut to_move),
+        flag_assigned: take_last(&mut first.flag_assigned, &mut to_move),
+        telemetry_data: None,
+    };
+    Some((Bytes::from(first.encode_to_vec()), Bytes::from(second.encode_to_vec())))
+}
+
+/// Up to `n` entries off the end of `from`, counted down from `n`.
+fn take_last<T>(from: &mut Vec<T>, n: &mut usize) -> Vec<T> {
+    let k = (*n).min(from.len());
+    *n -= k;
+    from.split_off(from.len() - k)
 }
 
 #[cfg(test)]
@@ -302,11 +496,33 @@ mod tests {
         let mut config = UploadConfig::new("s");
         config.backlog_bytes = 10;
         crate::crypto::install_tls_provider();
-        let up = LogUploader::new(reqwest::Client::new(), config).unwrap();
+        let up = LogUploader::new(reqwest::Client::new(), config, Default::default()).unwrap();
         up.enqueue([vec![1; 4], vec![2; 4], vec![3; 4]]);
         assert_eq!(up.backlog_len(), 2);
-        assert_eq!(up.stats.batches_enqueued.load(Ordering::Relaxed), 3);
-        assert_eq!(up.stats.dropped_batches.load(Ordering::Relaxed), 1);
-        assert_eq!(up.stats.dropped_bytes.load(Ordering::Relaxed), 4);
+        let stats = up.stats();
+        assert_eq!((stats.batches_enqueued, stats.dropped_batches, stats.dropped_bytes), (3, 1, 4));
+    }
+
+    #[test]
+    fn a_batch_splits_into_halves_down_to_one_entry() {
+        use confidence_resolver::proto::confidence::flags::resolver::v1::events::FlagAssigned;
+        let assigned = |id: &str| FlagAssigned { resolve_id: id.into(), ..Default::default() };
+        let batch = WriteFlagLogsRequest {
+            flag_assigned: (0..5).map(|i| assigned(&format!("r{i}"))).collect(),
+            ..Default::default()
+        };
+        let (a, b) = split(&batch.encode_to_vec()).expect("five entries split");
+        let ids = |bytes: &Bytes| {
+            WriteFlagLogsRequest::decode(bytes.as_ref())
+                .unwrap()
+                .flag_assigned
+                .into_iter()
+                .map(|f| f.resolve_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!((ids(&a), ids(&b)), (vec!["r0".into(), "r1".into(), "r2".into()], vec!["r3".into(), "r4".into()]));
+        let one = WriteFlagLogsRequest { flag_assigned: vec![assigned("only")], ..Default::default() };
+        assert!(split(&one.encode_to_vec()).is_none(), "one entry cannot be split");
+        assert!(split(&[0xff, 0xff]).is_none(), "garbage is not split");
     }
 }

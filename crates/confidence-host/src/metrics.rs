@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
 use crate::engine::EngineMetrics;
 use crate::log_upload::UploadStats;
@@ -16,7 +15,7 @@ fn rows(
     engine: &EngineMetrics,
 ) -> Vec<(&'static str, &'static str, &'static str, f64)> {
     let age = sync.last_success.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs_f64()).unwrap_or(-1.0);
-    let u = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+    let u = |c: u64| c as f64;
     vec![
         ("confidence_state_fetches_total", "CDN state requests sent.", "counter", sync.fetches as f64),
         ("confidence_state_not_modified_total", "CDN answers 304 Not Modified.", "counter", sync.not_modified as f64),
@@ -26,25 +25,38 @@ fn rows(
         ("confidence_state_swaps_total", "States loaded into the resolver.", "counter", engine.state_loads as f64),
         (
             "confidence_log_batches_enqueued_total",
-            "Log batches produced by the resolver (each is later sent, dropped or still queued).",
+            "Log batches produced by the resolver, plus one per split (each is later sent, dropped, rejected or still queued).",
             "counter",
-            u(&upload.batches_enqueued),
+            u(upload.batches_enqueued),
         ),
         (
             "confidence_log_batches_sent_total",
-            "Log batches accepted by Confidence.",
+            "Log batches accepted by Confidence (or handed to takeFlagLogs).",
             "counter",
-            u(&upload.batches_sent),
+            u(upload.batches_sent),
         ),
-        ("confidence_log_bytes_sent_total", "Bytes of log batches accepted.", "counter", u(&upload.bytes_sent)),
-        ("confidence_log_upload_failures_total", "Failed log upload attempts.", "counter", u(&upload.failed_attempts)),
+        ("confidence_log_bytes_sent_total", "Bytes of log batches accepted.", "counter", u(upload.bytes_sent)),
+        ("confidence_log_upload_failures_total", "Failed log upload attempts.", "counter", u(upload.failed_attempts)),
         (
             "confidence_log_batches_dropped_total",
-            "Log batches dropped because the backlog was full.",
+            "Log batches dropped because the backlog was full, or undelivered at close.",
             "counter",
-            u(&upload.dropped_batches),
+            u(upload.dropped_batches),
         ),
-        ("confidence_log_bytes_dropped_total", "Bytes of dropped log batches.", "counter", u(&upload.dropped_bytes)),
+        (
+            "confidence_log_batches_rejected_total",
+            "Log batches Confidence refused as malformed or too large (not retried).",
+            "counter",
+            u(upload.rejected_batches),
+        ),
+        (
+            "confidence_log_batches_split_total",
+            "Log batches split in halves after a 413.",
+            "counter",
+            u(upload.split_batches),
+        ),
+        ("confidence_log_batches_queued", "Log batches waiting for upload.", "gauge", u(upload.queued_batches)),
+        ("confidence_log_bytes_dropped_total", "Bytes of dropped log batches.", "counter", u(upload.dropped_bytes)),
         (
             "confidence_resolver_traps_total",
             "Resolver instances that trapped or timed out and were replaced.",
@@ -140,9 +152,7 @@ mod tests {
     #[test]
     fn renders_every_counter_with_help_and_type() {
         let sync = SyncSnapshot { fetches: 3, not_modified: 2, ..Default::default() };
-        let upload = UploadStats::default();
-        upload.dropped_batches.store(4, Ordering::Relaxed);
-        upload.batches_enqueued.store(9, Ordering::Relaxed);
+        let upload = UploadStats { dropped_batches: 4, batches_enqueued: 9, ..Default::default() };
         let engine = EngineMetrics { guest_memory_bytes: 1 << 20, instances: 2, ..Default::default() };
         let text = render(&sync, &upload, &engine, "resolver_line 1\n");
         assert!(text.contains("# TYPE confidence_state_fetches_total counter\nconfidence_state_fetches_total 3\n"));

@@ -197,6 +197,7 @@ pub struct ResolverHost {
     config: HostConfig,
     notices: Arc<Notices>,
     tasks: Mutex<Option<Tasks>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl ResolverHost {
@@ -205,9 +206,12 @@ impl ResolverHost {
     pub fn new(engine: Arc<dyn Engine>, config: HostConfig) -> Result<Self, HostError> {
         config.sync.state_url()?;
         let api = reqwest::Url::parse(&config.upload.api_base_url).map_err(|e| HostError::ApiBaseUrl(e.to_string()))?;
-        let client = http::client(&api, &config.sync.net)?;
-        let uploader = Arc::new(LogUploader::new(client, config.upload.clone())?);
+        let client = http::client(&api, &config.sync.net).map_err(|e| match e {
+            http::NetError::Insecure { .. } => HostError::ApiBaseUrl(e.to_string()),
+            e => HostError::Net(e),
+        })?;
         let notices = Arc::new(Notices::default());
+        let uploader = Arc::new(LogUploader::new(client, config.upload.clone(), notices.clone())?);
         let snapshot = config.snapshot_path.clone().map(|path| SnapshotTarget {
             path,
             digest: snapshot::secret_digest(&config.sync.client_secret),
@@ -234,6 +238,7 @@ impl ResolverHost {
             config,
             notices,
             tasks: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         if let Some(bytes) = host.config.initial_state.clone() {
             host.load_initial(&bytes)?;
@@ -310,6 +315,15 @@ impl ResolverHost {
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
+    }
+
+    /// The engine while the host is open; after [`ResolverHost::close`] began, `NotReady`:
+    /// a closed host evaluates nothing and logs nothing.
+    pub fn open_engine(&self) -> Result<&Arc<dyn Engine>, EngineError> {
+        match self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            false => Ok(&self.engine),
+            true => Err(EngineError::Closed),
+        }
     }
 
     pub fn status(&self) -> &Arc<SyncStatus> {
@@ -392,6 +406,7 @@ impl ResolverHost {
 
     /// Stops the loops, then a final drain and upload bounded by `timeout`. Idempotent.
     pub async fn close(&self, timeout: Duration) -> Result<usize, UploadError> {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
         let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tasks) = tasks {
             let _ = tasks.stop.send(true);
@@ -403,6 +418,9 @@ impl ResolverHost {
             Ok(result) => result,
             Err(_) => Err(UploadError::Timeout),
         };
+        // From here on nothing leaves: uploads still running are aborted, and what they did
+        // not deliver by the deadline is counted as dropped.
+        self.uploader.close(self.config.uploads());
         let engine = self.engine.clone();
         let _ = tokio::task::spawn_blocking(move || engine.close()).await;
         flushed

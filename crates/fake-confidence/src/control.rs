@@ -178,6 +178,9 @@ fn parse_fault(spec: &Value) -> Result<Parsed, String> {
         ),
         "too_many_requests" => Fault::TooManyRequests { retry_after_secs: number("retry_after_secs")? },
         "slow" => Fault::Slow(Duration::from_millis(number("ms")?)),
+        "body_over" => {
+            Fault::BodyOver { max_bytes: usize::try_from(number("max_bytes")?).map_err(|_| "max_bytes is too large")? }
+        }
         "truncate" => Fault::Truncate,
         "garbage" => Fault::Garbage,
         "reset" => Fault::Reset,

@@ -71,6 +71,9 @@ pub enum Fault {
     Down,
     /// The inner fault for the next `n` requests on the route, then `None`.
     FailNext(u32, Box<Fault>),
+    /// `413 Payload Too Large` for a request body over `max_bytes`, else serve normally (a
+    /// server with a body limit; counted as a fault on every request while set).
+    BodyOver { max_bytes: usize },
 }
 
 /// Per-route counters.
@@ -426,6 +429,10 @@ async fn respond(
             respond_normally(shared, route, request, stream).await
         }
         Fault::Status(status) => http::write_response(stream, status, &[], b"injected fault\n").await,
+        Fault::BodyOver { max_bytes } if request.body.len() > max_bytes => {
+            http::write_response(stream, 413, &[], b"payload too large\n").await
+        }
+        Fault::BodyOver { .. } => respond_normally(shared, route, request, stream).await,
         Fault::TooManyRequests { retry_after_secs } => {
             http::write_response(stream, 429, &[("Retry-After", retry_after_secs.to_string())], b"slow down\n").await
         }

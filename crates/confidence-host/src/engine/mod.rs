@@ -18,6 +18,10 @@ pub enum EngineError {
     /// No state has been loaded yet: evaluations answer PROVIDER_NOT_READY.
     #[error("no resolver state loaded yet")]
     NotReady,
+    /// The provider was closed: evaluations answer PROVIDER_NOT_READY, as OpenFeature's SDK
+    /// does after close.
+    #[error("the provider is closed")]
+    Closed,
     /// The resolver refused the input (unknown secret, bad continuation, ...).
     #[error("{0}")]
     Resolver(String),

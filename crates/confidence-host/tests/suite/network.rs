@@ -214,3 +214,72 @@ fn bad_network_options_fail_at_construction_without_echoing_credentials() {
     let debug = format!("{:?}", NetConfig { proxy: Some("http://u:hunter2@p:1".into()), ..NetConfig::default() });
     assert!(!debug.contains("hunter2"), "{debug}");
 }
+
+/// A loopback server that answers every request with `302 Location: <location>` and counts
+/// the requests it saw.
+async fn redirecting(location: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let location = location.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 64 << 10];
+                let _ = stream.read(&mut head).await;
+                let answer = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_origin_is_refused_for_states_and_logs() {
+    // The would-be collector: a second loopback origin (another port) that must see nothing.
+    let (collector, collected) = redirecting("http://127.0.0.1:9/".into()).await;
+    let (base, _) = redirecting(format!("{collector}v1/clientFlagLogs:write")).await;
+
+    let err = fetch(base.clone(), NetConfig::default()).await.unwrap_err();
+    assert!(err.to_string().contains("another origin"), "{err}");
+
+    let mut config = host_config(&base);
+    config.upload.max_attempts = 1;
+    config.offline = false;
+    let engine: Arc<dyn Engine> = Arc::new(NativeEngine::new(NativeEngineConfig::default()).unwrap());
+    engine.load_state(&set_state_request(fixture_state(), &fixture_account())).unwrap();
+    let host = ResolverHost::new(engine, config).unwrap();
+    let req = request(FIXTURE_SECRET, &[], to_struct(&json!({ "visitor_id": "v" })), true);
+    host.engine().resolve(ResolveProcessRequest::without_materializations(req)).unwrap();
+    let err = host.flush().await.unwrap_err();
+    assert!(err.to_string().contains("another origin"), "{err}");
+    assert_eq!(collected.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the other origin");
+    host.close(Duration::from_secs(1)).await.ok();
+}
+
+#[test]
+fn plain_http_is_refused_for_every_url_but_loopback_literals_and_localhost() {
+    use confidence_host::http::require_secure;
+    let url = |u: &str| reqwest::Url::parse(u).unwrap();
+    for ok in
+        ["https://x.example/", "http://127.0.0.1:8/", "http://127.3.4.5/", "http://[::1]:80/", "http://localhost/"]
+    {
+        assert!(require_secure(&url(ok)).is_ok(), "{ok}");
+    }
+    for bad in
+        ["http://127.attacker.example/", "http://127.0.0.1.nip.io/", "http://10.0.0.1/", "http://localhost.example/"]
+    {
+        assert!(require_secure(&url(bad)).is_err(), "{bad}");
+    }
+    let mut config = HostConfig::new(FIXTURE_SECRET);
+    config.upload.api_base_url = "http://127.0.0.1.nip.io/".into();
+    let engine: Arc<dyn Engine> = Arc::new(NativeEngine::new(NativeEngineConfig::default()).unwrap());
+    let err = ResolverHost::new(engine, config).err().expect("refused");
+    assert!(err.to_string().contains("plain http is allowed only to loopback"), "{err}");
+}

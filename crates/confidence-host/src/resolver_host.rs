@@ -427,7 +427,13 @@ impl ResolverHost {
     }
 }
 
+/// How often the flush loop looks for a full batch of exposures (~4 MiB) waiting in the
+/// engine: a busy process uploads each one as soon as it fills instead of holding megabytes
+/// until the next `interval` (which at ~100k evaluations/s would overflow the backlog).
+const FULL_BATCH_CHECK: Duration = Duration::from_millis(100);
+
 /// Every `interval`: recycle oversized instances, drain the engine, upload (when `upload`).
+/// Between rounds, every full batch of exposures is drained and uploaded at once.
 async fn flush_loop(
     engine: Arc<dyn Engine>,
     uploader: Arc<LogUploader>,
@@ -438,19 +444,29 @@ async fn flush_loop(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    let mut full_batches = tokio::time::interval(FULL_BATCH_CHECK.min(interval));
+    full_batches.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let round = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => return,
-            _ = ticker.tick() => {}
-        }
+            _ = ticker.tick() => true,
+            _ = full_batches.tick() => false,
+        };
         let e = engine.clone();
         let batches = tokio::task::spawn_blocking(move || {
-            e.maintain();
-            e.flush_logs()
+            if round {
+                e.maintain();
+                e.flush_logs()
+            } else {
+                e.flush_assign()
+            }
         })
         .await
         .unwrap_or_default();
+        if !round && batches.is_empty() {
+            continue;
+        }
         uploader.enqueue(batches);
         if !upload {
             continue;

@@ -2,6 +2,7 @@
 //! every error leaves through `errors.rs` with a stable code.
 
 mod errors;
+mod options;
 // Public so the exports count as used in every build (napi registers them at load time).
 pub mod testkit;
 
@@ -24,9 +25,10 @@ use confidence_host::engine::Engine;
 use confidence_host::guest::{self, GuestModule};
 use confidence_host::metrics;
 use confidence_host::remote_store::{RemoteStore, StoreError};
-use confidence_host::resolver_host::{HostConfig, ResolverHost};
+use confidence_host::resolver_host::ResolverHost;
 use confidence_proto::json;
 use errors::{BoundaryError, Result};
+use options::NativeOptions;
 
 /// See Cargo.toml: the evaluation path and the resolve-log thread hand allocations across.
 #[global_allocator]
@@ -84,49 +86,6 @@ fn build_engine(engine: Option<&str>, wasm_path: Option<&str>) -> std::result::R
 pub fn validate_resolver_module(wasm: Buffer) -> Result<Vec<String>> {
     let module = GuestModule::new(&wasm).map_err(BoundaryError::from)?;
     Ok(guest::Export::ALL.into_iter().filter(|e| module.has_export(*e)).map(|e| e.name().to_string()).collect())
-}
-
-/// Options of the native resolver; the TypeScript provider validates and documents them.
-#[napi(object)]
-pub struct NativeOptions {
-    pub flag_client_secret: String,
-    /// `"native"` (the crate linked into the addon) or `"wasm"` (a guest module run by
-    /// wasmtime). Default: `wasm` when `wasmPath` is given, else `native`.
-    pub engine: Option<String>,
-    /// The resolver module of the `wasm` engine (the package passes its bundled guest).
-    pub wasm_path: Option<String>,
-    /// 64 hex characters: fetch the encrypted state and decrypt it.
-    pub encryption_key: Option<String>,
-    pub cdn_base_url: Option<String>,
-    pub api_base_url: Option<String>,
-    pub state_update_interval_ms: Option<u32>,
-    pub flush_interval_ms: Option<u32>,
-    /// A `ClientResolverState` as the CDN serves it (encrypted when a key is given), or the
-    /// content of a snapshot file.
-    pub initial_state: Option<Buffer>,
-    /// The last-known-good snapshot file: written after every applied download, served when
-    /// the CDN cannot be reached within the initialize timeout.
-    pub snapshot_path: Option<String>,
-    pub offline: Option<bool>,
-    /// Fetch states but never upload logs, exposures or telemetry.
-    pub disable_log_upload: Option<bool>,
-    /// Bound of one HTTP request (state fetch or log upload); default 10 s for states and 5 s
-    /// for uploads (docs/state-cdn.md, docs/log-upload.md).
-    pub request_timeout_ms: Option<u32>,
-    /// Bound on establishing a connection (default 5 s).
-    pub connect_timeout_ms: Option<u32>,
-    /// Bound on each wait for response data (default: none beyond `requestTimeoutMs`).
-    pub read_timeout_ms: Option<u32>,
-    /// Proxy for every request (`http://[user:pass@]host:port`); else `HTTPS_PROXY` /
-    /// `HTTP_PROXY` apply to non-loopback targets. `NO_PROXY` is honoured either way.
-    pub proxy: Option<String>,
-    /// PEM certificates to trust besides the system roots (and `NODE_EXTRA_CA_CERTS`).
-    pub ca_certificates: Option<Vec<String>>,
-    /// A product token sent before ours in `User-Agent`.
-    pub user_agent: Option<String>,
-    pub enable_apply_dedup: Option<bool>,
-    pub disable_exposure_collection: Option<bool>,
-    pub sdk_version: Option<String>,
 }
 
 /// Reads the options object. An unknown key or a wrongly typed value is an `INVALID_OPTION`
@@ -281,58 +240,13 @@ impl NativeResolver {
         parse_options(env, options).and_then(Self::build).map_err(|e| errors::throw(env, e))
     }
 
-    /// Options over [`HostConfig::new`]'s defaults: an option left out keeps the host's default.
+    /// The engine the options name, and a host configured by them (`options.rs`).
     fn build(options: NativeOptions) -> std::result::Result<Self, BoundaryError> {
         let engine = build_engine(options.engine.as_deref(), options.wasm_path.as_deref())?;
-        let ms = |v: u32| Duration::from_millis(u64::from(v.max(1)));
-        let mut config = HostConfig::new(&options.flag_client_secret);
-        if let Some(url) = options.cdn_base_url {
-            config.sync.cdn_base_url = url;
-        }
-        if let Some(url) = options.api_base_url {
-            config.upload.api_base_url = url;
-        }
-        if let Some(key) = options.encryption_key {
-            config.sync.encryption_key = Some(key.parse().map_err(|e: confidence_host::crypto::CryptoError| {
-                BoundaryError::option("encryptionKey", e.to_string())
-            })?);
-        }
-        if let Some(v) = options.request_timeout_ms {
-            config.sync.request_timeout = ms(v);
-            config.upload.request_timeout = ms(v);
-        }
-        let net = &mut config.sync.net;
-        if let Some(v) = options.connect_timeout_ms {
-            net.connect_timeout = ms(v);
-        }
-        net.read_timeout = options.read_timeout_ms.map(ms);
-        net.proxy = options.proxy.filter(|p| !p.trim().is_empty());
-        net.extra_ca_pem = options.ca_certificates.unwrap_or_default();
-        net.user_agent_prefix = options.user_agent;
-        config.sync.net = std::mem::take(&mut config.sync.net).with_env(|name| std::env::var(name).ok());
-        config.sync.net.validate().map_err(|e| BoundaryError::Host(e.into()))?;
-        if let Some(v) = options.state_update_interval_ms {
-            config.state_update_interval = Duration::from_millis(u64::from(v));
-        }
-        if let Some(v) = options.flush_interval_ms {
-            config.flush_interval = Duration::from_millis(u64::from(v));
-        }
-        if let Some(v) = options.sdk_version {
-            config.sdk_version = v;
-        }
-        let flag = |v: Option<bool>| v.unwrap_or(false);
-        config.enable_apply_dedup = flag(options.enable_apply_dedup);
-        config.disable_exposure_collection = flag(options.disable_exposure_collection);
-        config.offline = flag(options.offline);
-        config.disable_log_upload = flag(options.disable_log_upload);
-        config.initial_state = options.initial_state.map(|b| b.to_vec());
-        config.snapshot_path = options.snapshot_path.filter(|p| !p.is_empty()).map(Into::into);
+        let secret = options.flag_client_secret.clone();
+        let config = options.host_config()?;
         let host = ResolverHost::new(engine, config).map_err(BoundaryError::Host)?;
-        Ok(NativeResolver {
-            host: Arc::new(host),
-            secret: options.flag_client_secret,
-            store: std::sync::OnceLock::new(),
-        })
+        Ok(NativeResolver { host: Arc::new(host), secret, store: std::sync::OnceLock::new() })
     }
 
     /// Starts background sync and flushing; resolves once a state is in force, rejects with

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
     resolve_process_response, AppliedFlag, ApplyFlagsRequest, MaterializationRecord, ResolveFlagsRequest,
-    ResolveProcessRequest, ResolveReason, ResolvedFlag,
+    ResolveProcessRequest, ResolveProcessResponse, ResolveReason, ResolvedFlag,
 };
 use confidence_resolver::proto::google::Timestamp;
 use napi::bindgen_prelude::*;
@@ -25,6 +25,7 @@ use confidence_host::engine::Engine;
 use confidence_host::guest::{self, GuestModule};
 use confidence_host::metrics;
 use confidence_host::remote_store::{RemoteStore, StoreError};
+use confidence_host::resolve_token;
 use confidence_host::resolver_host::ResolverHost;
 use confidence_proto::json;
 use errors::{BoundaryError, Result};
@@ -209,6 +210,51 @@ pub struct NativeResolver {
     store: std::sync::OnceLock<std::result::Result<Arc<RemoteStore>, StoreError>>,
 }
 
+/// One resolver answer as the JS object: the resolved flags, or the reads it waits for.
+fn step_of(response: ResolveProcessResponse) -> Result<NativeResolveStep> {
+    let resolved = match response.result {
+        Some(resolve_process_response::Result::Suspended(s)) => {
+            let reads = s.materializations_to_read.into_iter().map(native_record).collect();
+            return Ok(NativeResolveStep {
+                resolved: None,
+                suspended: Some(NativeSuspended { reads, state: s.state.into() }),
+            });
+        }
+        Some(resolve_process_response::Result::Resolved(r)) => r,
+        None => return Err(BoundaryError::Internal("the resolver returned an empty response".into()).into()),
+    };
+    let response = resolved.response.unwrap_or_default();
+    let flags = response.resolved_flags.into_iter().map(native_flag).collect();
+    Ok(NativeResolveStep {
+        resolved: Some(NativeResolveResult {
+            resolve_id: response.resolve_id,
+            resolve_token: response.resolve_token.into(),
+            flags,
+            materializations_to_write: resolved.materializations_to_write.into_iter().map(native_record).collect(),
+        }),
+        suspended: None,
+    })
+}
+
+/// The parts of a resolve that took several requests, as one result: all their flags, the
+/// first part's resolve id, and one token that applies any of them (`resolve_token.rs`).
+fn combined(mut parts: Vec<NativeResolveResult>) -> NativeResolveResult {
+    if parts.len() == 1 {
+        if let Some(only) = parts.pop() {
+            return only;
+        }
+    }
+    let tokens: Vec<(Vec<u8>, Vec<String>)> =
+        parts.iter().map(|p| (p.resolve_token.to_vec(), p.flags.iter().map(|f| f.flag.clone()).collect())).collect();
+    let resolve_id = parts.first().map(|p| p.resolve_id.clone()).unwrap_or_default();
+    NativeResolveResult {
+        resolve_id,
+        resolve_token: resolve_token::combine(&tokens).into(),
+        flags: parts.into_iter().flat_map(|p| p.flags).collect(),
+        materializations_to_write: Vec::new(),
+    }
+}
+
 fn native_record(r: MaterializationRecord) -> NativeMaterialization {
     NativeMaterialization { unit: r.unit, materialization: r.materialization, rule: r.rule, variant: r.variant }
 }
@@ -265,11 +311,30 @@ impl NativeResolver {
     /// a materialization store come back with reason `RESOLVE_REASON_MATERIALIZATION_NOT_SUPPORTED`.
     #[napi(catch_unwind)]
     pub fn resolve(&self, flags: Vec<String>, context_json: String, apply: bool) -> Result<NativeResolveResult> {
-        let request = ResolveProcessRequest::without_materializations(self.request(flags, &context_json, apply)?);
-        match self.step(request)? {
-            NativeResolveStep { resolved: Some(resolved), .. } => Ok(resolved),
-            _ => Err(BoundaryError::Internal("the resolver asked for materializations without a store".into()).into()),
+        let all = flags.is_empty();
+        let request = self.request(flags, &context_json, apply)?;
+        let responses = if all {
+            // Every flag, in as many requests as the state needs (the resolver caps one).
+            self.engine()?.resolve_all(request).map_err(BoundaryError::from)?
+        } else {
+            vec![self
+                .engine()?
+                .resolve(ResolveProcessRequest::without_materializations(request))
+                .map_err(BoundaryError::from)?]
+        };
+        let mut parts = Vec::with_capacity(responses.len());
+        for response in responses {
+            match step_of(response)? {
+                NativeResolveStep { resolved: Some(resolved), .. } => parts.push(resolved),
+                _ => {
+                    return Err(BoundaryError::Internal(
+                        "the resolver asked for materializations without a store".into(),
+                    )
+                    .into())
+                }
+            }
         }
+        Ok(combined(parts))
     }
 
     /// The hot path of one evaluation: `flag` (`flags/<name>`) resolved for a context given as
@@ -319,29 +384,7 @@ impl NativeResolver {
     }
 
     fn step(&self, request: ResolveProcessRequest) -> Result<NativeResolveStep> {
-        let response = self.engine()?.resolve(request).map_err(BoundaryError::from)?;
-        let resolved = match response.result {
-            Some(resolve_process_response::Result::Suspended(s)) => {
-                let reads = s.materializations_to_read.into_iter().map(native_record).collect();
-                return Ok(NativeResolveStep {
-                    resolved: None,
-                    suspended: Some(NativeSuspended { reads, state: s.state.into() }),
-                });
-            }
-            Some(resolve_process_response::Result::Resolved(r)) => r,
-            None => return Err(BoundaryError::Internal("the resolver returned an empty response".into()).into()),
-        };
-        let response = resolved.response.unwrap_or_default();
-        let flags = response.resolved_flags.into_iter().map(native_flag).collect();
-        Ok(NativeResolveStep {
-            resolved: Some(NativeResolveResult {
-                resolve_id: response.resolve_id,
-                resolve_token: response.resolve_token.into(),
-                flags,
-                materializations_to_write: resolved.materializations_to_write.into_iter().map(native_record).collect(),
-            }),
-            suspended: None,
-        })
+        step_of(self.engine()?.resolve(request).map_err(BoundaryError::from)?)
     }
 
     /// Records the exposure of `flag` from an earlier `apply = false` resolve.
@@ -350,9 +393,11 @@ impl NativeResolver {
         let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let now = Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 };
         let request = ApplyFlagsRequest {
-            flags: vec![AppliedFlag { flag, apply_time: Some(now) }],
+            flags: vec![AppliedFlag { flag: flag.clone(), apply_time: Some(now) }],
             client_secret: self.secret.clone(),
-            resolve_token: resolve_token.to_vec(),
+            resolve_token: resolve_token::part_for(&resolve_token, &flag)
+                .ok_or_else(|| BoundaryError::Internal(format!("the resolve token has no flag {flag}")))?
+                .to_vec(),
             send_time: Some(now),
             sdk: None,
         };

@@ -10,6 +10,7 @@ pub mod log_upload;
 pub mod metrics;
 pub mod notices;
 pub mod remote_store;
+pub mod resolve_token;
 pub mod resolver_host;
 pub mod snapshot;
 pub mod state_sync;

@@ -169,7 +169,36 @@ impl Core {
     }
 
     pub fn resolve_flags(&self, request: ResolveProcessRequest) -> OpResult<ResolveProcessResponse> {
+        self.resolve_on(&*self.installed()?, request)
+    }
+
+    /// Every flag of the state for `request` (its `flags` ignored), in requests of at most
+    /// `chunk` flag names, all on one state even if another is installed meanwhile: the
+    /// resolver refuses a request that would return more than 5000 flags. A state of at most
+    /// `chunk` flags is one request for all flags, exactly as [`Core::resolve_flags`] makes it.
+    pub fn resolve_all_flags(
+        &self,
+        request: ResolveFlagsRequest,
+        chunk: usize,
+    ) -> OpResult<Vec<ResolveProcessResponse>> {
         let installed = self.installed()?;
+        let mut names: Vec<&String> = installed.state.flags.keys().collect();
+        if names.len() <= chunk {
+            let all = ResolveFlagsRequest { flags: Vec::new(), ..request };
+            return Ok(vec![self.resolve_on(&installed, ResolveProcessRequest::without_materializations(all))?]);
+        }
+        names.sort();
+        names
+            .chunks(chunk.max(1))
+            .map(|part| {
+                let flags = part.iter().map(|n| n.to_string()).collect();
+                let one = ResolveFlagsRequest { flags, ..request.clone() };
+                self.resolve_on(&installed, ResolveProcessRequest::without_materializations(one))
+            })
+            .collect()
+    }
+
+    fn resolve_on(&self, installed: &Installed, request: ResolveProcessRequest) -> OpResult<ResolveProcessResponse> {
         let state = &installed.state;
         // The secret and context live in the request, or inside the continuation on a resume.
         let resolve_request: Cow<'_, ResolveFlagsRequest> = match &request.resolve {

@@ -8,10 +8,13 @@ pub mod wasm;
 
 use confidence_proto::SetResolverStateRequest;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
-    ApplyFlagsRequest, ResolveProcessRequest, ResolveProcessResponse, WriteFlagLogsRequest,
+    ApplyFlagsRequest, ResolveFlagsRequest, ResolveProcessRequest, ResolveProcessResponse, WriteFlagLogsRequest,
 };
 
 use crate::guest::GuestError;
+
+/// The resolver refuses a request that would return more flags than this.
+pub const MAX_FLAGS_PER_RESOLVE: usize = 5000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -84,6 +87,11 @@ pub trait Engine: Send + Sync {
     /// Takes the request by value: the natively linked crate consumes it, so no copy of the
     /// context is made per evaluation.
     fn resolve(&self, request: ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError>;
+
+    /// Every flag the client may resolve, for `request` (its `flags` ignored), in as many
+    /// resolves of at most [`MAX_FLAGS_PER_RESOLVE`] flags as the state needs, all on the same
+    /// state. A state of at most that many flags is one resolve, as `resolve` makes it.
+    fn resolve_all(&self, request: ResolveFlagsRequest) -> Result<Vec<ResolveProcessResponse>, EngineError>;
 
     /// Records exposure for an earlier `apply = false` resolve.
     fn apply(&self, request: &ApplyFlagsRequest) -> Result<(), EngineError>;

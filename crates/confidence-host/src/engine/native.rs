@@ -16,13 +16,16 @@ use std::sync::Arc;
 
 use confidence_proto::{PrometheusSnapshotRequest, SetResolverStateRequest};
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
-    ApplyFlagsRequest, RegisterResolveRequest, ResolveProcessRequest, ResolveProcessResponse, WriteFlagLogsRequest,
+    ApplyFlagsRequest, RegisterResolveRequest, ResolveFlagsRequest, ResolveProcessRequest, ResolveProcessResponse,
+    WriteFlagLogsRequest,
 };
 use confidence_resolver_core::Core;
 use prost::Message;
 
 use super::deferred_log::{Counters, DeferredResolveLog, ResolveLogStopper};
-use super::{worth_uploading, Engine, EngineError, EngineMetrics, FULL_BATCH_BYTES, MAX_DRAIN_ROUNDS};
+use super::{
+    worth_uploading, Engine, EngineError, EngineMetrics, FULL_BATCH_BYTES, MAX_DRAIN_ROUNDS, MAX_FLAGS_PER_RESOLVE,
+};
 use crate::guest::Clock;
 
 /// Resolves waiting for the log worker at most (roughly 1 KiB each); beyond that a resolve is
@@ -151,6 +154,11 @@ impl Engine for NativeEngine {
     fn resolve(&self, request: ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError> {
         self.ready()?;
         self.guarded(|core| core.resolve_flags(request))?.map_err(EngineError::Resolver)
+    }
+
+    fn resolve_all(&self, request: ResolveFlagsRequest) -> Result<Vec<ResolveProcessResponse>, EngineError> {
+        self.ready()?;
+        self.guarded(|core| core.resolve_all_flags(request, MAX_FLAGS_PER_RESOLVE))?.map_err(EngineError::Resolver)
     }
 
     fn apply(&self, request: &ApplyFlagsRequest) -> Result<(), EngineError> {

@@ -16,12 +16,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use confidence_proto::{
     InitThreadRequest, PrometheusSnapshotRequest, PrometheusSnapshotResponse, SetResolverStateRequest, Void,
 };
+use confidence_resolver::proto::confidence::flags::admin::v1::ResolverState as ResolverStatePb;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{
-    ApplyFlagsRequest, RegisterResolveRequest, ResolveProcessRequest, ResolveProcessResponse, WriteFlagLogsRequest,
+    ApplyFlagsRequest, RegisterResolveRequest, ResolveFlagsRequest, ResolveProcessRequest, ResolveProcessResponse,
+    WriteFlagLogsRequest,
 };
 use prost::Message;
 
-use super::{worth_uploading, Engine, EngineError, EngineMetrics, FULL_BATCH_BYTES, MAX_DRAIN_ROUNDS};
+use super::{
+    worth_uploading, Engine, EngineError, EngineMetrics, FULL_BATCH_BYTES, MAX_DRAIN_ROUNDS, MAX_FLAGS_PER_RESOLVE,
+};
 use crate::guest::{Clock, ErasedMessage, Export, Guest, GuestError, GuestModule, Limits};
 
 /// How far an instance's linear memory may grow before `maintain` replaces it.
@@ -64,6 +68,8 @@ pub struct WasmEngine {
     state: Mutex<Option<Arc<Vec<u8>>>>,
     /// Set once a state is in force: the lock-free answer to "ready?" on the hot path.
     loaded: AtomicBool,
+    /// The flag names of the state in force, for `resolve_all` on states of many flags.
+    flag_names: Mutex<Arc<Vec<String>>>,
     /// Serialises state loads and maintenance with each other (never with evaluations).
     maintenance: Mutex<()>,
     /// Log batches drained from retired or broken instances, waiting for the next flush.
@@ -98,6 +104,7 @@ impl WasmEngine {
             next: AtomicUsize::new(0),
             state: Mutex::new(None),
             loaded: AtomicBool::new(false),
+            flag_names: Mutex::new(Arc::new(Vec::new())),
             maintenance: Mutex::new(()),
             salvaged: Mutex::new(Vec::new()),
             state_loads: AtomicU64::new(0),
@@ -250,7 +257,12 @@ impl Engine for WasmEngine {
         for _ in 0..self.slots.len() {
             fresh.push(Self::instance(&self.module, &self.config, Some(&framed))?);
         }
+        let mut names: Vec<String> = ResolverStatePb::decode(request.state.as_slice())
+            .map(|s| s.flags.into_iter().map(|f| f.name).collect())
+            .unwrap_or_default();
+        names.sort();
         *lock(&self.state) = Some(framed);
+        *lock(&self.flag_names) = Arc::new(names);
         for (i, guest) in fresh.into_iter().enumerate() {
             self.swap_in(i, guest);
         }
@@ -262,6 +274,28 @@ impl Engine for WasmEngine {
     fn resolve(&self, request: ResolveProcessRequest) -> Result<ResolveProcessResponse, EngineError> {
         self.ready()?;
         self.with_guest(|g| g.call(Export::ResolveFlags, Some(&request)))
+    }
+
+    /// One instance answers every part, so all parts see its state. (Names come from the
+    /// state loaded last: during a swap a part may ask for a flag its instance does not know
+    /// yet, which the resolver skips.)
+    fn resolve_all(&self, request: ResolveFlagsRequest) -> Result<Vec<ResolveProcessResponse>, EngineError> {
+        self.ready()?;
+        let names = lock(&self.flag_names).clone();
+        if names.len() <= MAX_FLAGS_PER_RESOLVE {
+            let all =
+                ResolveProcessRequest::without_materializations(ResolveFlagsRequest { flags: Vec::new(), ..request });
+            return Ok(vec![self.resolve(all)?]);
+        }
+        self.with_guest(|g| {
+            names
+                .chunks(MAX_FLAGS_PER_RESOLVE)
+                .map(|part| {
+                    let one = ResolveFlagsRequest { flags: part.to_vec(), ..request.clone() };
+                    g.call(Export::ResolveFlags, Some(&ResolveProcessRequest::without_materializations(one)))
+                })
+                .collect()
+        })
     }
 
     fn apply(&self, request: &ApplyFlagsRequest) -> Result<(), EngineError> {

@@ -13,11 +13,12 @@ use confidence_resolver::proto::confidence::flags::resolver::v1::{sdk, Sdk, SdkI
 use prost::Message;
 use tokio::sync::watch;
 
+use crate::crypto::StateKey;
 use crate::engine::{Engine, EngineError};
 use crate::http;
 use crate::log_upload::{LogUploader, UploadConfig, UploadError};
 use crate::notices::{Level, Notices};
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::{self, PendingRead, Snapshot, SnapshotKey};
 use crate::state_sync::{
     decode_body, run_sync_loop, ConfigError, FirstStateError, StateFetcher, StateSink, StateUpdate, SyncConfig,
     SyncStatus,
@@ -124,8 +125,27 @@ struct Applied {
 
 struct SnapshotTarget {
     path: PathBuf,
-    digest: [u8; 32],
+    key: SnapshotKey,
     encrypted: bool,
+}
+
+/// What opens a state given to the host (an initial state or a snapshot).
+#[derive(Clone)]
+struct Keys {
+    snapshot: SnapshotKey,
+    encryption: Option<StateKey>,
+}
+
+/// The body of a snapshot (checked to be this client's and authentic) or, unless
+/// `snapshot_only`, a bare CDN body, decoded.
+fn open(bytes: &[u8], keys: &Keys, snapshot_only: bool) -> Result<(ClientResolverState, Option<String>), OpenError> {
+    let (body, etag) = if snapshot_only || snapshot::is_snapshot(bytes) {
+        let s = snapshot::decode(bytes, &keys.snapshot, keys.encryption.is_some())?;
+        (s.body, s.etag)
+    } else {
+        (bytes.to_vec(), None)
+    };
+    Ok((decode_body(&body, keys.encryption.as_ref())?, etag))
 }
 
 impl EngineSink {
@@ -166,11 +186,11 @@ impl EngineSink {
     }
 
     /// Saves a download that was just applied. A failed write costs only the fallback, so it
-    /// is reported, not raised.
+    /// is reported, not raised. Blocking file I/O: called from `apply`, on a blocking thread.
     fn save_snapshot(&self, update: &StateUpdate) {
         let Some(target) = &self.snapshot else { return };
         let snapshot = Snapshot { body: update.body.clone(), etag: update.etag.clone(), encrypted: target.encrypted };
-        if let Err(e) = snapshot::write_atomic(&target.path, &snapshot::encode(&target.digest, &snapshot)) {
+        if let Err(e) = snapshot::write_atomic(&target.path, &snapshot::encode(&target.key, &snapshot)) {
             self.notices.push(Level::Warn, format!("cannot write the state snapshot {}: {e}", target.path.display()));
         }
     }
@@ -195,6 +215,7 @@ pub struct ResolverHost {
     sink: Arc<EngineSink>,
     status: Arc<SyncStatus>,
     config: HostConfig,
+    keys: Keys,
     notices: Arc<Notices>,
     tasks: Mutex<Option<Tasks>>,
 }
@@ -208,10 +229,14 @@ impl ResolverHost {
         let client = http::client(&api, &config.sync.net)?;
         let uploader = Arc::new(LogUploader::new(client, config.upload.clone())?);
         let notices = Arc::new(Notices::default());
+        let keys = Keys {
+            snapshot: SnapshotKey::new(&config.sync.client_secret),
+            encryption: config.sync.encryption_key.clone(),
+        };
         let snapshot = config.snapshot_path.clone().map(|path| SnapshotTarget {
             path,
-            digest: snapshot::secret_digest(&config.sync.client_secret),
-            encrypted: config.sync.encryption_key.is_some(),
+            key: keys.snapshot.clone(),
+            encrypted: keys.encryption.is_some(),
         });
         let sink = Arc::new(EngineSink {
             engine: engine.clone(),
@@ -232,6 +257,7 @@ impl ResolverHost {
             sink,
             status: Arc::new(SyncStatus::new()),
             config,
+            keys,
             notices,
             tasks: Mutex::new(None),
         };
@@ -241,22 +267,8 @@ impl ResolverHost {
         Ok(host)
     }
 
-    /// The body of a snapshot (checked to be this client's) or, unless `snapshot_only`, a bare
-    /// CDN body, decoded.
-    fn open(&self, bytes: &[u8], snapshot_only: bool) -> Result<(ClientResolverState, Option<String>), OpenError> {
-        let key = self.config.sync.encryption_key.as_ref();
-        let (body, etag) = if snapshot_only || snapshot::is_snapshot(bytes) {
-            let digest = snapshot::secret_digest(&self.config.sync.client_secret);
-            let s = snapshot::decode(bytes, &digest, key.is_some())?;
-            (s.body, s.etag)
-        } else {
-            (bytes.to_vec(), None)
-        };
-        Ok((decode_body(&body, key)?, etag))
-    }
-
     fn load_initial(&self, bytes: &[u8]) -> Result<(), HostError> {
-        let (wrapper, etag) = self.open(bytes, false)?;
+        let (wrapper, etag) = open(bytes, &self.keys, false)?;
         let changed = self
             .sink
             .load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, false)
@@ -266,24 +278,38 @@ impl ResolverHost {
         Ok(())
     }
 
-    /// Serves the snapshot when no state could be fetched in time; `Ok(false)` when there is
-    /// none to serve, a state arrived meanwhile, or the snapshot is unusable (with a warning:
-    /// a corrupt, truncated or foreign file is never trusted).
-    fn restore_snapshot(&self, why: &FirstStateError) -> bool {
+    /// Serves the snapshot being read by `pending` when no state could be fetched in time;
+    /// `false` when there is none to serve, it was not read by `deadline` (the end of the
+    /// initialize timeout, `timeout`), a state arrived meanwhile, or the snapshot is unusable
+    /// (with a warning: a corrupt, forged, truncated or foreign file is never trusted).
+    async fn restore_snapshot(
+        &self,
+        pending: PendingRead,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+        why: &FirstStateError,
+    ) -> bool {
         let Some(path) = &self.config.snapshot_path else { return false };
-        let opened = snapshot::read(path, self.config.sync.max_state_bytes)
-            .map_err(OpenError::Snapshot)
-            .and_then(|bytes| bytes.map(|b| self.open(&b, true)).transpose());
-        let (wrapper, etag) = match opened {
-            Ok(Some(opened)) => opened,
-            Ok(None) => return false,
-            Err(e) => {
-                self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {e}", path.display()));
-                return false;
-            }
+        let ignore = |reason: String| {
+            self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {reason}", path.display()));
+            false
         };
-        match self.sink.load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, true) {
-            Ok(Some(changed)) => {
+        let bytes = match pending.until(deadline, timeout).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return false,
+            Err(e) => return ignore(e.to_string()),
+        };
+        // Decrypting, decoding and loading take tens of milliseconds: off the workers as well.
+        let sink = self.sink.clone();
+        let keys = self.keys.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (wrapper, etag) = open(&bytes, &keys, true)?;
+            let changed = sink.load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, true)?;
+            Ok::<_, OpenError>(changed.map(|changed| (etag, changed)))
+        })
+        .await;
+        match loaded {
+            Ok(Ok(Some((etag, changed)))) => {
                 self.status.record_restored(etag.clone(), changed);
                 self.notices.push(
                     Level::Warn,
@@ -296,11 +322,9 @@ impl ResolverHost {
                 true
             }
             // A download was applied meanwhile: it is newer than any snapshot.
-            Ok(None) => true,
-            Err(e) => {
-                self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {e}", path.display()));
-                false
-            }
+            Ok(Ok(None)) => true,
+            Ok(Err(e)) => ignore(e.to_string()),
+            Err(e) => ignore(format!("loading it failed: {e}")),
         }
     }
 
@@ -358,11 +382,28 @@ impl ResolverHost {
 
     /// Resolves when a state is in force; with none after `timeout` (or a failure retrying
     /// cannot fix), serves the snapshot if there is a usable one, else fails with the reason.
+    /// The snapshot is read meanwhile on a blocking thread, and only until `timeout` runs out:
+    /// a file that cannot be read in that time (a hung mount) counts as no snapshot.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), HostError> {
-        match self.status.wait_for_first_state(timeout).await {
-            Ok(()) => Ok(()),
-            Err(why) if self.restore_snapshot(&why) => Ok(()),
-            Err(why) => Err(why.into()),
+        let deadline = tokio::time::Instant::now() + timeout;
+        let pending = match &self.config.snapshot_path {
+            Some(path) if !self.status.has_state() => {
+                Some(PendingRead::start(path.clone(), self.config.sync.max_state_bytes))
+            }
+            _ => None,
+        };
+        let why = match self.status.wait_for_first_state(timeout).await {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        };
+        let restored = match pending {
+            Some(pending) => self.restore_snapshot(pending, deadline, timeout, &why).await,
+            None => false,
+        };
+        if restored {
+            Ok(())
+        } else {
+            Err(why.into())
         }
     }
 

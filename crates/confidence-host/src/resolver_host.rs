@@ -10,18 +10,19 @@ use confidence_proto::admin::ClientResolverState;
 use confidence_proto::SetResolverStateRequest;
 use confidence_resolver::proto::confidence::flags::admin::v1::ResolverState;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{sdk, Sdk, SdkId};
+use confidence_resolver::proto::confidence::iam::v1::client_credential::Credential;
 use prost::Message;
 use tokio::sync::watch;
 
 use crate::crypto::StateKey;
-use crate::engine::{Engine, EngineError};
+use crate::engine::Engine;
 use crate::http;
 use crate::log_upload::{LogUploader, UploadConfig, UploadError};
 use crate::notices::{Level, Notices};
 use crate::snapshot::{self, PendingRead, Snapshot, SnapshotKey};
 use crate::state_sync::{
-    decode_body, run_sync_loop, ConfigError, FirstStateError, StateFetcher, StateSink, StateUpdate, SyncConfig,
-    SyncStatus,
+    decode_body, run_sync_loop, ApplyError, ConfigError, FirstStateError, StateFetcher, StateSink, StateUpdate,
+    SyncConfig, SyncStatus,
 };
 
 /// Why a host cannot be built or started. The addon maps each variant to a JS error code.
@@ -50,7 +51,7 @@ pub enum OpenError {
     #[error(transparent)]
     Body(#[from] crate::state_sync::SyncError),
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Apply(#[from] ApplyError),
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +112,8 @@ struct EngineSink {
     disable_exposure_collection: bool,
     /// Held for a whole swap, so a snapshot restore cannot interleave with a download's apply.
     applied: Mutex<Applied>,
+    /// Every state loaded must hold a credential for it.
+    client_secret: String,
     snapshot: Option<SnapshotTarget>,
     notices: Arc<Notices>,
 }
@@ -136,6 +139,15 @@ struct Keys {
     encryption: Option<StateKey>,
 }
 
+/// Whether `secret` can resolve against `state`: the resolver knows only secrets of credentials
+/// named under one of the state's clients (`confidence_resolver::ResolverState::from_proto`).
+fn has_credential(state: &ResolverState, secret: &str) -> bool {
+    state.client_credentials.iter().any(|credential| {
+        matches!(&credential.credential, Some(Credential::ClientSecret(s)) if s.secret == secret)
+            && state.clients.iter().any(|client| credential.name.starts_with(client.name.as_str()))
+    })
+}
+
 /// The body of a snapshot (checked to be this client's and authentic) or, unless
 /// `snapshot_only`, a bare CDN body, decoded.
 fn open(bytes: &[u8], keys: &Keys, snapshot_only: bool) -> Result<(ClientResolverState, Option<String>), OpenError> {
@@ -149,17 +161,23 @@ fn open(bytes: &[u8], keys: &Keys, snapshot_only: bool) -> Result<(ClientResolve
 }
 
 impl EngineSink {
-    /// Loads a state unless `only_first` and one was loaded already; `None` when skipped.
+    /// Loads a state unless `only_first` and one was loaded already; `None` when skipped. A
+    /// state without this client's credential is refused before the engine sees it: loaded,
+    /// it would answer every evaluation "client secret not found".
     fn load(
         &self,
         state: &[u8],
         account: &str,
         log_destinations: &[i32],
         only_first: bool,
-    ) -> Result<Option<Vec<String>>, EngineError> {
+    ) -> Result<Option<Vec<String>>, ApplyError> {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         if only_first && applied.loads > 0 {
             return Ok(None);
+        }
+        let decoded = ResolverState::decode(state).map_err(|e| ApplyError::Decode(e.to_string()))?;
+        if !has_credential(&decoded, &self.client_secret) {
+            return Err(ApplyError::NoCredential);
         }
         let request = SetResolverStateRequest {
             state: state.to_vec(),
@@ -170,9 +188,8 @@ impl EngineSink {
         };
         self.engine.load_state(&request)?;
         self.uploader.set_route(log_destinations, account);
-        let next: HashMap<String, Vec<u8>> = ResolverState::decode(state)
-            .map(|s| s.flags.into_iter().map(|f| (f.name.clone(), f.encode_to_vec())).collect())
-            .unwrap_or_default();
+        let next: HashMap<String, Vec<u8>> =
+            decoded.flags.into_iter().map(|f| (f.name.clone(), f.encode_to_vec())).collect();
         let mut changed: Vec<String> = next
             .iter()
             .filter(|(name, bytes)| applied.flags.get(*name) != Some(*bytes))
@@ -197,7 +214,7 @@ impl EngineSink {
 }
 
 impl StateSink for EngineSink {
-    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, EngineError> {
+    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, ApplyError> {
         let changed = self.load(&update.state, &update.account, &update.log_destinations, false)?.unwrap_or_default();
         self.save_snapshot(update);
         Ok(changed)
@@ -248,6 +265,7 @@ impl ResolverHost {
             enable_apply_dedup: config.enable_apply_dedup,
             disable_exposure_collection: config.disable_exposure_collection,
             applied: Mutex::new(Applied::default()),
+            client_secret: config.sync.client_secret.clone(),
             snapshot,
             notices: notices.clone(),
         });
@@ -272,7 +290,7 @@ impl ResolverHost {
         let changed = self
             .sink
             .load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, false)
-            .map_err(OpenError::Engine)?
+            .map_err(OpenError::Apply)?
             .unwrap_or_default();
         self.status.record_applied(etag, changed);
         Ok(())

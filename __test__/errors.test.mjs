@@ -69,6 +69,10 @@ test('constructor errors carry INVALID_OPTION or INVALID_MODULE and name the opt
     () => new NativeResolver(offline({ initialState: Buffer.from('not a state') })),
     coded('INVALID_OPTION', /^initialState: /),
   );
+  assert.throws(
+    () => new NativeResolver(offline({ flagClientSecret: 'not-the-fixture-secret' })),
+    coded('INVALID_OPTION', /^initialState: .*no credential for this client secret/),
+  );
   const dir = mkdtempSync(join(tmpdir(), 'confidence-errors-'));
   try {
     const notWasm = join(dir, 'x.wasm');
@@ -82,11 +86,18 @@ test('constructor errors carry INVALID_OPTION or INVALID_MODULE and name the opt
 test('evaluation errors: INVALID_CONTEXT, NOT_READY and RESOLVER_ERROR, thrown synchronously', async () => {
   const r = new NativeResolver(offline());
   assert.throws(() => r.evaluate('flags/tutorial-feature', '{"a": ', false), coded('INVALID_CONTEXT'));
-  const stranger = new NativeResolver(offline({ flagClientSecret: 'not-the-fixture-secret' }));
-  assert.throws(() => stranger.evaluate('flags/tutorial-feature', '{}', false), coded('RESOLVER_ERROR'));
+  // A state without the secret's credential never loads (INVALID_OPTION at construction), so the
+  // resolver's own refusal comes from a numeric condition meeting a string, which fails the resolve.
+  const numeric = buildTestState(
+    JSON.stringify({
+      flags: { n: { variants: { on: { x: true } }, rules: [{ variant: 'on', when: { attribute: 'age', gt: 3 } }] } },
+    }),
+  );
+  const failing = new NativeResolver({ flagClientSecret: 'test-client-secret', offline: true, initialState: numeric });
+  assert.throws(() => failing.evaluate('flags/n', '{"age": "old"}', false), coded('RESOLVER_ERROR'));
   const empty = new NativeResolver({ flagClientSecret: secret, cdnBaseUrl: `http://127.0.0.1:${await closedPort()}/` });
   assert.throws(() => empty.evaluate('flags/tutorial-feature', '{}', false), coded('NOT_READY'));
-  await Promise.all([r.close(1000), stranger.close(1000), empty.close(1000)]);
+  await Promise.all([r.close(1000), failing.close(1000), empty.close(1000)]);
 });
 
 test('rejections keep their codes: NOT_READY, UPLOAD_FAILED and STORE_FAILED', async () => {

@@ -47,7 +47,7 @@ test('snapshotPath: saved after a download, served during an outage at start, th
   const first = fakeProvider(fake, { snapshotPath });
   await clientFor(first);
   const saved = readFileSync(snapshotPath);
-  assert.equal(saved.subarray(0, 8).toString('latin1'), 'CFSNAP01');
+  assert.equal(saved.subarray(0, 8).toString('latin1'), 'CFSNAP02');
   // Still encrypted on disk: the body is the CDN's, byte for byte.
   assert.ok(saved.includes(readFileSync(encryptedState)));
   await first.onClose();
@@ -79,7 +79,7 @@ test('snapshotPath: saved after a download, served during an outage at start, th
 
 test('snapshotPath: a corrupt snapshot is ignored with a warning and initialize fails as without one', async () => {
   const snapshotPath = join(dir, 'corrupt.snap');
-  writeFileSync(snapshotPath, Buffer.concat([Buffer.from('CFSNAP01'), Buffer.alloc(40, 7)]));
+  writeFileSync(snapshotPath, Buffer.concat([Buffer.from('CFSNAP02'), Buffer.alloc(40, 7)]));
   await fake.setFault('cdn', { type: 'status', code: 503 });
   const { lines, logger } = recordingLogger();
   const p = fakeProvider(fake, { snapshotPath, initializeTimeout: 300, logger });

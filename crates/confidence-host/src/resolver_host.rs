@@ -10,17 +10,19 @@ use confidence_proto::admin::ClientResolverState;
 use confidence_proto::SetResolverStateRequest;
 use confidence_resolver::proto::confidence::flags::admin::v1::ResolverState;
 use confidence_resolver::proto::confidence::flags::resolver::v1::{sdk, Sdk, SdkId};
+use confidence_resolver::proto::confidence::iam::v1::client_credential::Credential;
 use prost::Message;
 use tokio::sync::watch;
 
+use crate::crypto::StateKey;
 use crate::engine::{Engine, EngineError};
 use crate::http;
 use crate::log_upload::{LogUploader, UploadConfig, UploadError};
 use crate::notices::{Level, Notices};
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::{self, PendingRead, Snapshot, SnapshotKey};
 use crate::state_sync::{
-    decode_body, run_sync_loop, ConfigError, FirstStateError, StateFetcher, StateSink, StateUpdate, SyncConfig,
-    SyncStatus,
+    decode_body, run_sync_loop, ApplyError, ConfigError, FirstStateError, StateFetcher, StateSink, StateUpdate,
+    SyncConfig, SyncStatus,
 };
 
 /// Why a host cannot be built or started. The addon maps each variant to a JS error code.
@@ -49,7 +51,7 @@ pub enum OpenError {
     #[error(transparent)]
     Body(#[from] crate::state_sync::SyncError),
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Apply(#[from] ApplyError),
 }
 
 #[derive(Clone, Debug)]
@@ -110,6 +112,8 @@ struct EngineSink {
     disable_exposure_collection: bool,
     /// Held for a whole swap, so a snapshot restore cannot interleave with a download's apply.
     applied: Mutex<Applied>,
+    /// Every state loaded must hold a credential for it.
+    client_secret: String,
     snapshot: Option<SnapshotTarget>,
     notices: Arc<Notices>,
 }
@@ -124,22 +128,56 @@ struct Applied {
 
 struct SnapshotTarget {
     path: PathBuf,
-    digest: [u8; 32],
+    key: SnapshotKey,
     encrypted: bool,
 }
 
+/// What opens a state given to the host (an initial state or a snapshot).
+#[derive(Clone)]
+struct Keys {
+    snapshot: SnapshotKey,
+    encryption: Option<StateKey>,
+}
+
+/// Whether `secret` can resolve against `state`: the resolver knows only secrets of credentials
+/// named under one of the state's clients (`confidence_resolver::ResolverState::from_proto`).
+fn has_credential(state: &ResolverState, secret: &str) -> bool {
+    state.client_credentials.iter().any(|credential| {
+        matches!(&credential.credential, Some(Credential::ClientSecret(s)) if s.secret == secret)
+            && state.clients.iter().any(|client| credential.name.starts_with(client.name.as_str()))
+    })
+}
+
+/// The body of a snapshot (checked to be this client's and authentic) or, unless
+/// `snapshot_only`, a bare CDN body, decoded.
+fn open(bytes: &[u8], keys: &Keys, snapshot_only: bool) -> Result<(ClientResolverState, Option<String>), OpenError> {
+    let (body, etag) = if snapshot_only || snapshot::is_snapshot(bytes) {
+        let s = snapshot::decode(bytes, &keys.snapshot, keys.encryption.is_some())?;
+        (s.body, s.etag)
+    } else {
+        (bytes.to_vec(), None)
+    };
+    Ok((decode_body(&body, keys.encryption.as_ref())?, etag))
+}
+
 impl EngineSink {
-    /// Loads a state unless `only_first` and one was loaded already; `None` when skipped.
+    /// Loads a state unless `only_first` and one was loaded already; `None` when skipped. A
+    /// state without this client's credential is refused before the engine sees it: loaded,
+    /// it would answer every evaluation "client secret not found".
     fn load(
         &self,
         state: &[u8],
         account: &str,
         log_destinations: &[i32],
         only_first: bool,
-    ) -> Result<Option<Vec<String>>, EngineError> {
+    ) -> Result<Option<Vec<String>>, ApplyError> {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         if only_first && applied.loads > 0 {
             return Ok(None);
+        }
+        let decoded = ResolverState::decode(state).map_err(|e| ApplyError::Decode(e.to_string()))?;
+        if !has_credential(&decoded, &self.client_secret) {
+            return Err(ApplyError::NoCredential);
         }
         let request = SetResolverStateRequest {
             state: state.to_vec(),
@@ -150,9 +188,8 @@ impl EngineSink {
         };
         self.engine.load_state(&request)?;
         self.uploader.set_route(log_destinations, account);
-        let next: HashMap<String, Vec<u8>> = ResolverState::decode(state)
-            .map(|s| s.flags.into_iter().map(|f| (f.name.clone(), f.encode_to_vec())).collect())
-            .unwrap_or_default();
+        let next: HashMap<String, Vec<u8>> =
+            decoded.flags.into_iter().map(|f| (f.name.clone(), f.encode_to_vec())).collect();
         let mut changed: Vec<String> = next
             .iter()
             .filter(|(name, bytes)| applied.flags.get(*name) != Some(*bytes))
@@ -166,18 +203,18 @@ impl EngineSink {
     }
 
     /// Saves a download that was just applied. A failed write costs only the fallback, so it
-    /// is reported, not raised.
+    /// is reported, not raised. Blocking file I/O: called from `apply`, on a blocking thread.
     fn save_snapshot(&self, update: &StateUpdate) {
         let Some(target) = &self.snapshot else { return };
         let snapshot = Snapshot { body: update.body.clone(), etag: update.etag.clone(), encrypted: target.encrypted };
-        if let Err(e) = snapshot::write_atomic(&target.path, &snapshot::encode(&target.digest, &snapshot)) {
+        if let Err(e) = snapshot::write_atomic(&target.path, &snapshot::encode(&target.key, &snapshot)) {
             self.notices.push(Level::Warn, format!("cannot write the state snapshot {}: {e}", target.path.display()));
         }
     }
 }
 
 impl StateSink for EngineSink {
-    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, EngineError> {
+    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, ApplyError> {
         let changed = self.load(&update.state, &update.account, &update.log_destinations, false)?.unwrap_or_default();
         self.save_snapshot(update);
         Ok(changed)
@@ -195,6 +232,7 @@ pub struct ResolverHost {
     sink: Arc<EngineSink>,
     status: Arc<SyncStatus>,
     config: HostConfig,
+    keys: Keys,
     notices: Arc<Notices>,
     tasks: Mutex<Option<Tasks>>,
     closed: std::sync::atomic::AtomicBool,
@@ -212,10 +250,14 @@ impl ResolverHost {
         })?;
         let notices = Arc::new(Notices::default());
         let uploader = Arc::new(LogUploader::new(client, config.upload.clone(), notices.clone())?);
+        let keys = Keys {
+            snapshot: SnapshotKey::new(&config.sync.client_secret),
+            encryption: config.sync.encryption_key.clone(),
+        };
         let snapshot = config.snapshot_path.clone().map(|path| SnapshotTarget {
             path,
-            digest: snapshot::secret_digest(&config.sync.client_secret),
-            encrypted: config.sync.encryption_key.is_some(),
+            key: keys.snapshot.clone(),
+            encrypted: keys.encryption.is_some(),
         });
         let sink = Arc::new(EngineSink {
             engine: engine.clone(),
@@ -227,6 +269,7 @@ impl ResolverHost {
             enable_apply_dedup: config.enable_apply_dedup,
             disable_exposure_collection: config.disable_exposure_collection,
             applied: Mutex::new(Applied::default()),
+            client_secret: config.sync.client_secret.clone(),
             snapshot,
             notices: notices.clone(),
         });
@@ -236,6 +279,7 @@ impl ResolverHost {
             sink,
             status: Arc::new(SyncStatus::new()),
             config,
+            keys,
             notices,
             tasks: Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -246,49 +290,49 @@ impl ResolverHost {
         Ok(host)
     }
 
-    /// The body of a snapshot (checked to be this client's) or, unless `snapshot_only`, a bare
-    /// CDN body, decoded.
-    fn open(&self, bytes: &[u8], snapshot_only: bool) -> Result<(ClientResolverState, Option<String>), OpenError> {
-        let key = self.config.sync.encryption_key.as_ref();
-        let (body, etag) = if snapshot_only || snapshot::is_snapshot(bytes) {
-            let digest = snapshot::secret_digest(&self.config.sync.client_secret);
-            let s = snapshot::decode(bytes, &digest, key.is_some())?;
-            (s.body, s.etag)
-        } else {
-            (bytes.to_vec(), None)
-        };
-        Ok((decode_body(&body, key)?, etag))
-    }
-
     fn load_initial(&self, bytes: &[u8]) -> Result<(), HostError> {
-        let (wrapper, etag) = self.open(bytes, false)?;
+        let (wrapper, etag) = open(bytes, &self.keys, false)?;
         let changed = self
             .sink
             .load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, false)
-            .map_err(OpenError::Engine)?
+            .map_err(OpenError::Apply)?
             .unwrap_or_default();
         self.status.record_applied(etag, changed);
         Ok(())
     }
 
-    /// Serves the snapshot when no state could be fetched in time; `Ok(false)` when there is
-    /// none to serve, a state arrived meanwhile, or the snapshot is unusable (with a warning:
-    /// a corrupt, truncated or foreign file is never trusted).
-    fn restore_snapshot(&self, why: &FirstStateError) -> bool {
+    /// Serves the snapshot being read by `pending` when no state could be fetched in time;
+    /// `false` when there is none to serve, it was not read by `deadline` (the end of the
+    /// initialize timeout, `timeout`), a state arrived meanwhile, or the snapshot is unusable
+    /// (with a warning: a corrupt, forged, truncated or foreign file is never trusted).
+    async fn restore_snapshot(
+        &self,
+        pending: PendingRead,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+        why: &FirstStateError,
+    ) -> bool {
         let Some(path) = &self.config.snapshot_path else { return false };
-        let opened = snapshot::read(path, self.config.sync.max_state_bytes)
-            .map_err(OpenError::Snapshot)
-            .and_then(|bytes| bytes.map(|b| self.open(&b, true)).transpose());
-        let (wrapper, etag) = match opened {
-            Ok(Some(opened)) => opened,
-            Ok(None) => return false,
-            Err(e) => {
-                self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {e}", path.display()));
-                return false;
-            }
+        let ignore = |reason: String| {
+            self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {reason}", path.display()));
+            false
         };
-        match self.sink.load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, true) {
-            Ok(Some(changed)) => {
+        let bytes = match pending.until(deadline, timeout).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return false,
+            Err(e) => return ignore(e.to_string()),
+        };
+        // Decrypting, decoding and loading take tens of milliseconds: off the workers as well.
+        let sink = self.sink.clone();
+        let keys = self.keys.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (wrapper, etag) = open(&bytes, &keys, true)?;
+            let changed = sink.load(&wrapper.state, &wrapper.account, &wrapper.log_destinations, true)?;
+            Ok::<_, OpenError>(changed.map(|changed| (etag, changed)))
+        })
+        .await;
+        match loaded {
+            Ok(Ok(Some((etag, changed)))) => {
                 self.status.record_restored(etag.clone(), changed);
                 self.notices.push(
                     Level::Warn,
@@ -301,11 +345,9 @@ impl ResolverHost {
                 true
             }
             // A download was applied meanwhile: it is newer than any snapshot.
-            Ok(None) => true,
-            Err(e) => {
-                self.notices.push(Level::Warn, format!("ignoring the state snapshot {}: {e}", path.display()));
-                false
-            }
+            Ok(Ok(None)) => true,
+            Ok(Err(e)) => ignore(e.to_string()),
+            Err(e) => ignore(format!("loading it failed: {e}")),
         }
     }
 
@@ -372,11 +414,28 @@ impl ResolverHost {
 
     /// Resolves when a state is in force; with none after `timeout` (or a failure retrying
     /// cannot fix), serves the snapshot if there is a usable one, else fails with the reason.
+    /// The snapshot is read meanwhile on a blocking thread, and only until `timeout` runs out:
+    /// a file that cannot be read in that time (a hung mount) counts as no snapshot.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), HostError> {
-        match self.status.wait_for_first_state(timeout).await {
-            Ok(()) => Ok(()),
-            Err(why) if self.restore_snapshot(&why) => Ok(()),
-            Err(why) => Err(why.into()),
+        let deadline = tokio::time::Instant::now() + timeout;
+        let pending = match &self.config.snapshot_path {
+            Some(path) if !self.status.has_state() => {
+                Some(PendingRead::start(path.clone(), self.config.sync.max_state_bytes))
+            }
+            _ => None,
+        };
+        let why = match self.status.wait_for_first_state(timeout).await {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        };
+        let restored = match pending {
+            Some(pending) => self.restore_snapshot(pending, deadline, timeout, &why).await,
+            None => false,
+        };
+        if restored {
+            Ok(())
+        } else {
+            Err(why.into())
         }
     }
 

@@ -196,8 +196,21 @@ pub enum SyncError {
     Decode(String),
     #[error("state has an empty account id")]
     EmptyAccount,
+    /// Loading it would answer every evaluation "client secret not found".
+    #[error("the state has no credential for this client secret")]
+    NoCredential,
     #[error("state rejected by the resolver: {0}")]
     Rejected(String),
+}
+
+impl From<ApplyError> for SyncError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::NoCredential => SyncError::NoCredential,
+            ApplyError::Decode(reason) => SyncError::Decode(reason),
+            ApplyError::Engine(e) => SyncError::Rejected(e.to_string()),
+        }
+    }
 }
 
 impl SyncError {
@@ -601,16 +614,29 @@ impl SyncStatus {
 // ---------------------------------------------------------------------------------------------
 // The loop
 
+/// Why a sink refused a state; the state in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The state holds no credential for the sink's client secret.
+    #[error("the state has no credential for this client secret")]
+    NoCredential,
+    /// The wrapper's `state` is not a `ResolverState`.
+    #[error("cannot decode the resolver state: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
 /// Where fetched states go (the engine, in the addon).
 pub trait StateSink: Send + Sync {
     /// Applies `update` and returns the names of flags that changed, or why it was rejected
     /// (the previous state must then stay in force). Runs on a blocking thread: it may take a
-    /// few tens of milliseconds.
-    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, EngineError>;
+    /// few tens of milliseconds (and may do file I/O).
+    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, ApplyError>;
 }
 
 impl<S: StateSink + ?Sized> StateSink for Arc<S> {
-    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, EngineError> {
+    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, ApplyError> {
         (**self).apply(update)
     }
 }
@@ -686,7 +712,7 @@ pub async fn run_sync_loop<S: StateSink + 'static>(
                         status.record_applied(etag, changed);
                         Ok(())
                     }
-                    Ok((_, Err(reason))) => Err(SyncError::Rejected(reason.to_string())),
+                    Ok((_, Err(reason))) => Err(reason.into()),
                     Err(_) => Err(SyncError::Rejected("the state sink panicked".into())),
                 }
             }

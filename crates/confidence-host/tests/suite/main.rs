@@ -15,5 +15,6 @@ mod oracle;
 mod remote_store;
 mod resolver_host;
 mod snapshot;
+mod state_intake;
 mod state_sync;
 mod testkit;

@@ -209,11 +209,12 @@ async fn a_bad_initial_state_is_a_clear_error() {
         // Not a wrapper at all: the host refuses it before the guest sees it.
         let not_a_wrapper = rejected_by(b"not a state".to_vec());
         assert!(not_a_wrapper.starts_with("initial state:"), "{name}: {not_a_wrapper}");
-        // A wrapper around bytes the resolver cannot decode: the guest refuses it.
+        // A wrapper around bytes that are no `ResolverState`: the host decodes the state to
+        // check it holds this client's credential, so it refuses it before the guest sees it too.
         let broken =
             ClientResolverState { state: vec![0x0a, 0xff, 0xff], account: "acct".into(), log_destinations: vec![] };
         let undecodable = rejected_by(broken.encode_to_vec());
-        assert!(undecodable.starts_with("initial state: Failed to decode resolver state"), "{name}: {undecodable}");
+        assert!(undecodable.starts_with("initial state: cannot decode the resolver state"), "{name}: {undecodable}");
         same.check(name, (not_a_wrapper, undecodable));
     }
 }

@@ -12,8 +12,8 @@ use confidence_host::crypto::{decrypt_state, encrypt_state, state_path, CryptoEr
 use confidence_host::engine::EngineError;
 use confidence_host::http::{parse_retry_after, Backoff, Jitter, NetConfig};
 use confidence_host::state_sync::{
-    run_sync_loop, spawn_sync_loop, ConfigError, Fetched, FirstStateError, StateFetcher, StateSink, StateUpdate,
-    SyncConfig, SyncError, SyncStatus, DEFAULT_CDN_BASE_URL,
+    run_sync_loop, spawn_sync_loop, ApplyError, ConfigError, Fetched, FirstStateError, StateFetcher, StateSink,
+    StateUpdate, SyncConfig, SyncError, SyncStatus, DEFAULT_CDN_BASE_URL,
 };
 use confidence_proto::admin::ClientResolverState;
 use confidence_resolver::proto::confidence::flags::admin::v1::ResolverState;
@@ -374,9 +374,9 @@ struct TestSink {
 }
 
 impl StateSink for TestSink {
-    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, EngineError> {
+    fn apply(&self, update: &StateUpdate) -> Result<Vec<String>, ApplyError> {
         if self.reject.load(Ordering::SeqCst) {
-            return Err(EngineError::Resolver("resolver refused the state".into()));
+            return Err(EngineError::Resolver("resolver refused the state".into()).into());
         }
         let state = ResolverState::decode(update.state.as_slice()).map_err(|e| EngineError::Resolver(e.to_string()))?;
         let new: BTreeMap<String, Vec<u8>> = state.flags.iter().map(|f| (f.name.clone(), f.encode_to_vec())).collect();

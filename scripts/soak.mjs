@@ -110,8 +110,8 @@ if (args.rate === 'max') {
  * The exposure workload. RSS may grow by at most this much from warm-up to the end (both after
  * a full GC): the upload backlog's 32 MiB bound plus one full batch in flight and one waiting.
  */
-async function maxRate() {
-  const MAX_RATE_RSS_BOUND = 48 * MiB;
+/** The loopback fake serving the first state, and a provider for it (`extra` options on top). */
+async function soakProvider(extra) {
   const fake = await startFakeConfidence();
   await fake.setStateBytes(secret, states[0], '"s0"');
   const provider = new ConfidenceServerProviderLocal({
@@ -120,7 +120,14 @@ async function maxRate() {
     cdnBaseUrl: fake.baseUrl,
     apiBaseUrl: fake.baseUrl,
     logger: { error() {}, warn() {}, info() {}, debug() {} },
+    ...extra,
   });
+  return { fake, provider };
+}
+
+async function maxRate() {
+  const MAX_RATE_RSS_BOUND = 48 * MiB;
+  const { fake, provider } = await soakProvider({});
   await provider.initialize();
   const start = rssMiB();
   let evaluations = 0;
@@ -210,18 +217,11 @@ async function mixed() {
     guestMemoryMiB: {},
   };
 
-  const fake = await startFakeConfidence();
-  await fake.setStateBytes(secret, states[0], '"s0"');
-  const provider = new ConfidenceServerProviderLocal({
-    flagClientSecret: secret,
-    engine: args.engine,
-    cdnBaseUrl: fake.baseUrl,
-    apiBaseUrl: fake.baseUrl,
+  const { fake, provider } = await soakProvider({
     stateUpdateInterval: 1000,
     flushInterval: 1000,
     requestTimeout: 1000,
     initializeTimeout: 10_000,
-    logger: { error() {}, warn() {}, info() {}, debug() {} },
   });
   await OpenFeature.setProviderAndWait('soak', provider);
   const client = OpenFeature.getClient('soak');

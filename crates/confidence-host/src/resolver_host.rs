@@ -236,6 +236,9 @@ pub struct ResolverHost {
     notices: Arc<Notices>,
     tasks: Mutex<Option<Tasks>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Held through a close; `true` once one finished, so a second close waits for the first
+    /// and then returns at once.
+    closing: tokio::sync::Mutex<bool>,
 }
 
 impl ResolverHost {
@@ -283,6 +286,7 @@ impl ResolverHost {
             notices,
             tasks: Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
+            closing: tokio::sync::Mutex::new(false),
         };
         if let Some(bytes) = host.config.initial_state.clone() {
             host.load_initial(&bytes)?;
@@ -466,6 +470,11 @@ impl ResolverHost {
     /// Stops the loops, then a final drain and upload bounded by `timeout`. Idempotent.
     pub async fn close(&self, timeout: Duration) -> Result<usize, UploadError> {
         self.closed.store(true, std::sync::atomic::Ordering::Release);
+        let mut closed = self.closing.lock().await;
+        if *closed {
+            return Ok(0);
+        }
+        *closed = true;
         let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tasks) = tasks {
             let _ = tasks.stop.send(true);

@@ -285,3 +285,18 @@ async fn close_during_an_upload_delivers_every_exposure_once() {
         same.check(name, answers);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_close_is_quiet_and_sends_nothing() {
+    let server = FakeConfidence::start().await.unwrap();
+    server.set_state(secret_digest(FIXTURE_SECRET), fixture_payload(&fixture_account()), "\"v1\"");
+    let h = host(ours(), config(&server));
+    h.start().unwrap();
+    h.wait_ready(Duration::from_secs(5)).await.unwrap();
+    evaluate(&h, 0);
+    h.close(Duration::from_secs(3)).await.unwrap();
+    let requests = server.counters(Route::Logs).requests;
+    assert_eq!(h.close(Duration::from_secs(3)).await.unwrap(), 0, "closing again is not an error");
+    assert_eq!(server.counters(Route::Logs).requests, requests);
+    assert_eq!(exposures(&server), 1);
+}

@@ -136,7 +136,7 @@ export interface NativeOptions {
    * wasmtime). Default: `wasm` when `wasmPath` is given, else `native`.
    */
   engine?: string
-  /** The resolver module of the `wasm` engine (the package passes its bundled guest). */
+  /** A resolver module for the `wasm` engine; without one it runs the guest built into the addon. */
   wasmPath?: string
   /** 64 hex characters: fetch the encrypted state and decrypt it. */
   encryptionKey?: string

@@ -1,7 +1,8 @@
 // What users install: `npm pack`, installed into an empty project with no network (the peer
 // dependencies are packed from this checkout's node_modules, so no registry metadata is needed
 // and an empty npm cache works), where TypeScript files importing the package as ESM and as CommonJS type-check
-// with `tsc --strict` and evaluate a flag offline.
+// with `tsc --strict` and evaluate a flag offline, and `moduleResolution: node10` finds the typings
+// of every entry.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -49,6 +50,15 @@ async function main(): Promise<void> {
   await OpenFeature.close();
 }
 main();
+`;
+
+const node10 = `import { ConfidenceServerProviderLocal } from 'confidence-openfeature-provider';
+import { createTestProvider } from 'confidence-openfeature-provider/testing';
+import { NativeResolver } from 'confidence-openfeature-provider/native';
+
+const p: ConfidenceServerProviderLocal = createTestProvider({ flags: {} });
+const n: typeof NativeResolver = NativeResolver;
+export { p, n };
 `;
 
 test('npm pack installs into an empty project where ESM and CJS TypeScript type-check strictly and evaluate', {
@@ -103,6 +113,17 @@ test('npm pack installs into an empty project where ESM and CJS TypeScript type-
     sh(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', app], app);
     assert.equal(sh(process.execPath, [join(app, 'out', 'esm.mjs')], app).trim(), 'hello from esm');
     assert.equal(sh(process.execPath, [join(app, 'out', 'cjs.cjs')], app).trim(), '42');
+
+    // TypeScript's older `node10` resolution ignores `exports`: `typesVersions` finds the subpaths.
+    const legacy = join(app, 'legacy');
+    mkdirSync(legacy);
+    writeFileSync(join(legacy, 'legacy.ts'), node10);
+    const legacyConfig = {
+      compilerOptions: { strict: true, module: 'commonjs', moduleResolution: 'node10', target: 'es2022', noEmit: true },
+      files: ['legacy.ts'],
+    };
+    writeFileSync(join(legacy, 'tsconfig.json'), JSON.stringify(legacyConfig));
+    sh(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', legacy], legacy);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

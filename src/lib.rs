@@ -52,17 +52,40 @@ where
     })
 }
 
+/// Our guest, compiled into the addon so `engine: 'wasm'` works from any install layout or
+/// bundle (see build.rs).
+#[cfg(bundled_guest)]
+const BUNDLED_GUEST: Option<&[u8]> =
+    Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/wasm/confidence_resolver.wasm")));
+#[cfg(not(bundled_guest))]
+const BUNDLED_GUEST: Option<&[u8]> = None;
+
+/// The module at `path`, or the bundled guest without one.
+fn module_for(path: Option<&str>) -> std::result::Result<GuestModule, BoundaryError> {
+    match path {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| BoundaryError::Module(format!("cannot read {path}: {e}")))?;
+            compiled(&bytes, path)
+        }
+        None => compiled(
+            BUNDLED_GUEST.ok_or_else(|| {
+                BoundaryError::option("engine", "'wasm' needs a wasmPath: this build carries no guest")
+            })?,
+            "the bundled guest",
+        ),
+    }
+}
+
 /// Compiles a module once per process per distinct content (compiling takes ~1 s).
-fn module_for(path: &str) -> std::result::Result<GuestModule, BoundaryError> {
+fn compiled(bytes: &[u8], path: &str) -> std::result::Result<GuestModule, BoundaryError> {
     static CACHE: Mutex<Option<HashMap<[u8; 32], GuestModule>>> = Mutex::new(None);
-    let bytes = std::fs::read(path).map_err(|e| BoundaryError::Module(format!("cannot read {path}: {e}")))?;
-    let key: [u8; 32] = Sha256::digest(&bytes).into();
+    let key: [u8; 32] = Sha256::digest(bytes).into();
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     if let Some(m) = cache.get(&key) {
         return Ok(m.clone());
     }
-    let module = GuestModule::new(&bytes).map_err(|e| BoundaryError::Module(format!("{path}: {e}")))?;
+    let module = GuestModule::new(bytes).map_err(|e| BoundaryError::Module(format!("{path}: {e}")))?;
     cache.insert(key, module.clone());
     Ok(module)
 }
@@ -75,8 +98,7 @@ fn build_engine(engine: Option<&str>, wasm_path: Option<&str>) -> std::result::R
     match (engine.unwrap_or(default), wasm_path) {
         ("native", None) => Ok(Arc::new(NativeEngine::new(NativeEngineConfig::default())?)),
         ("native", Some(_)) => Err(BoundaryError::option("wasmPath", "needs engine: 'wasm'")),
-        ("wasm", Some(path)) => Ok(Arc::new(WasmEngine::new(module_for(path)?, WasmEngineConfig::default())?)),
-        ("wasm", None) => Err(BoundaryError::option("engine", "'wasm' needs a wasmPath")),
+        ("wasm", path) => Ok(Arc::new(WasmEngine::new(module_for(path)?, WasmEngineConfig::default())?)),
         (other, _) => Err(BoundaryError::option("engine", format!("must be 'native' or 'wasm', got {other:?}"))),
     }
 }

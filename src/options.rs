@@ -55,7 +55,7 @@ native_options! {
     #[doc = " `\"native\"` (the crate linked into the addon) or `\"wasm\"` (a guest module run by"]
     #[doc = " wasmtime). Default: `wasm` when `wasmPath` is given, else `native`."]
     engine: String;
-    #[doc = " The resolver module of the `wasm` engine (the package passes its bundled guest)."]
+    #[doc = " A resolver module for the `wasm` engine; without one it runs the guest built into the addon."]
     wasm_path: String;
     #[doc = " 64 hex characters: fetch the encrypted state and decrypt it."]
     encryption_key: String => |c, v| {

@@ -5,9 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
-import { bundledWasmPath } from '../../dist/cjs/native.js';
 import { nativeOptions, OPTION_SPECS, resolveOptions } from '../../dist/cjs/options.js';
 import { quietLogger as logger } from '../support/provider.mjs';
 
@@ -149,12 +147,11 @@ test('staleAfter defaults to 5 × stateUpdateInterval', () => {
   assert.equal(resolveOptions({ flagClientSecret: 's', stateUpdateInterval: 2000, staleAfter: 1 }).staleAfter, 1);
 });
 
-test("engine and wasmPath: wasmPath implies 'wasm', 'wasm' alone runs the bundled module, 'native' refuses wasmPath", () => {
+test("engine and wasmPath: wasmPath implies 'wasm', 'wasm' alone runs the addon's own guest, 'native' refuses wasmPath", () => {
   const implied = resolveOptions({ flagClientSecret: 's', wasmPath: '/x.wasm' });
   assert.deepEqual([implied.engine, nativeOptions(implied).wasmPath], ['wasm', '/x.wasm']);
   const bundled = nativeOptions(resolveOptions({ flagClientSecret: 's', engine: 'wasm' }));
-  assert.equal(bundled.wasmPath, bundledWasmPath());
-  assert.equal(bundledWasmPath(), fileURLToPath(new URL('../../wasm/confidence_resolver.wasm', import.meta.url)));
+  assert.deepEqual([bundled.engine, bundled.wasmPath], ['wasm', undefined], 'no path: the guest built into the addon');
   assert.equal(nativeOptions(resolveOptions({ flagClientSecret: 's', engine: 'native' })).wasmPath, undefined);
   assert.throws(
     () => resolveOptions({ flagClientSecret: 's', engine: 'native', wasmPath: '/x.wasm' }),

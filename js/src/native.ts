@@ -1,6 +1,5 @@
-// The napi binding (generated `index.js` at the package root) and the guest shipped with it.
+// The napi binding (generated `index.js` at the package root), loaded on first use.
 // One place loads it, so the ESM entry (which re-exports this CommonJS build) shares it too.
-import { join } from 'node:path';
 
 import type * as Binding from '../../index.js';
 
@@ -26,11 +25,6 @@ export function binding(): typeof Binding {
 
 /** The addon's class (named here so emitted typings point at `index.js`, not at the package). */
 export type NativeResolver = Binding.NativeResolver;
-
-/** Our resolver module, built from `wasm/` and shipped inside the package. */
-export function bundledWasmPath(): string {
-  return join(__dirname, '..', '..', 'wasm', 'confidence_resolver.wasm');
-}
 
 /** How the provider gets its native resolver: the addon's class, or a unit test's fake. */
 export type NativeResolverFactory = (options: Binding.NativeOptions) => NativeResolver;

@@ -8,7 +8,7 @@
 import type { Logger } from '@openfeature/server-sdk';
 
 import type { MaterializationStore } from './materialization';
-import { bundledWasmPath, type NativeOptions } from './native';
+import type { NativeOptions } from './native';
 
 export interface ProviderOptions {
   /** The client secret of a Confidence flag client (required). */
@@ -243,8 +243,8 @@ export const OPTION_SPECS = {
   wasmPath: {
     check: nonEmptyString,
     native: 'wasmPath',
-    // The wasm engine always runs a module: without one of the user's, the package's own.
-    toNative: (path, resolved) => (resolved.engine === 'wasm' ? (path ?? bundledWasmPath()) : undefined),
+    // Without one of the user's, the wasm engine runs the guest built into the addon.
+    toNative: (path, resolved) => (resolved.engine === 'wasm' ? path : undefined),
   },
   cdnBaseUrl: { check: httpUrl, native: 'cdnBaseUrl' },
   apiBaseUrl: { check: httpUrl, native: 'apiBaseUrl' },

@@ -55,10 +55,12 @@ main();
 const node10 = `import { ConfidenceServerProviderLocal } from 'confidence-openfeature-provider';
 import { createTestProvider } from 'confidence-openfeature-provider/testing';
 import { NativeResolver } from 'confidence-openfeature-provider/native';
+import * as node from 'confidence-openfeature-provider/node';
 
 const p: ConfidenceServerProviderLocal = createTestProvider({ flags: {} });
 const n: typeof NativeResolver = NativeResolver;
-export { p, n };
+const same: typeof ConfidenceServerProviderLocal = node.ConfidenceServerProviderLocal;
+export { p, n, same };
 `;
 
 test('npm pack installs into an empty project where ESM and CJS TypeScript type-check strictly and evaluate', {

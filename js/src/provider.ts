@@ -70,7 +70,7 @@ export interface FlagBundle {
 
 export interface BulkResolveOptions {
   /** Log exposure for every flag at once (default false: call `applyFlag` per flag used). */
-  apply?: boolean;
+  apply?: boolean | undefined;
 }
 
 /** Symbol under which the test kit reaches the native resolver (not public API). */
@@ -209,9 +209,12 @@ export class ConfidenceServerProviderLocal implements Provider {
   async resolve(
     context: EvaluationContext,
     flagNames: string[] = [],
-    options: BulkResolveOptions = {},
+    options: BulkResolveOptions | boolean = {},
   ): Promise<FlagBundle> {
     const started = performance.now();
+    // Confidence's official provider takes `apply` as a boolean: a migrating call must not
+    // silently log no exposure.
+    const apply = typeof options === 'boolean' ? options : options?.apply === true;
     try {
       if (!Array.isArray(flagNames) || flagNames.some((n) => typeof n !== 'string' || !n || n.includes('.'))) {
         throw Object.assign(new Error('flagNames must be an array of flag names (no dots)'), {
@@ -222,7 +225,7 @@ export class ConfidenceServerProviderLocal implements Provider {
       const result = await this.run(
         flagNames.map((n) => `flags/${n}`),
         json,
-        options.apply === true,
+        apply,
       );
       const flags: Record<string, BundledFlag> = {};
       for (const f of result.flags) {
@@ -265,6 +268,11 @@ export class ConfidenceServerProviderLocal implements Provider {
   /** Prometheus text: state sync, uploads, drops, guest memory, and the resolver's own series. */
   metrics(): string {
     return this.native.metrics();
+  }
+
+  /** `metrics()` under the name of Confidence's official provider. */
+  getPrometheusMetrics(): string {
+    return this.metrics();
   }
 
   /**

@@ -286,17 +286,16 @@ impl Uploader {
             }
             backlog.push(Bytes::from(batch));
         }
-        loop {
-            let waiting = backlog.batches.iter().filter(|q| !q.in_flight);
-            let (count, bytes) = waiting.fold((0, 0), |(n, b), q| (n + 1, b + q.batch.len()));
-            if bytes <= self.config.backlog_bytes || count <= 1 {
-                break;
-            }
+        // Counted once, then kept up to date as batches go: one pass over the backlog.
+        let waiting = backlog.batches.iter().filter(|q| !q.in_flight);
+        let (mut count, mut bytes) = waiting.fold((0, 0), |(n, b), q| (n + 1, b + q.batch.len()));
+        while bytes > self.config.backlog_bytes && count > 1 {
             let Some(oldest) = backlog.batches.iter().find(|q| !q.in_flight).map(|q| q.id) else { break };
-            if let Some(old) = backlog.remove(oldest) {
-                backlog.stats.dropped_batches += 1;
-                backlog.stats.dropped_bytes += old.len() as u64;
-            }
+            let Some(old) = backlog.remove(oldest) else { break };
+            count -= 1;
+            bytes -= old.len();
+            backlog.stats.dropped_batches += 1;
+            backlog.stats.dropped_bytes += old.len() as u64;
         }
     }
 
